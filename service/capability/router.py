@@ -1,0 +1,48 @@
+"""``GET /fhir/metadata`` — https://hl7.org/fhir/R4/http.html#capabilities."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from service.capability.builder import capability_statement
+from service.context import RequestContext, request_context
+from service.fhir import jsonio
+from service.fhir.http import FhirResponse, negotiate
+
+router = APIRouter(prefix="/fhir", tags=["FHIR REST"])
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+def metadata(request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
+    """What this server implements, generated from its own tables."""
+    negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+    cache = request.app.state.__dict__.setdefault("_capability_cache", {})
+    body = cache.get(ctx.base_url)
+    if body is None:
+        from service import __version__
+
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = jsonio.dumps(capability_statement(ctx.base_url, __version__, now))
+        cache[ctx.base_url] = body
+    if request.query_params.get("_pretty", "").lower() == "true":
+        body = jsonio.dumps(jsonio.loads(body), pretty=True)
+    return FhirResponse(body)
+
+
+@router.api_route("/metadata", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def metadata_wrong_method(request: Request) -> Response:
+    """Only GET reads the CapabilityStatement."""
+    from service.fhir.outcome import error
+
+    raise error(405, "not-supported", f"{request.method} is not allowed on /fhir/metadata; use GET.", headers={"Allow": "GET"})
+
+
+@router.api_route("/_history", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def history_wrong_method(request: Request) -> Response:
+    """System history is read-only."""
+    from service.fhir.outcome import error
+
+    raise error(405, "not-supported", f"{request.method} is not allowed on /fhir/_history; use GET.", headers={"Allow": "GET"})

@@ -1,0 +1,127 @@
+"""Engines and transactions for SQLite and PostgreSQL behind one interface.
+
+Writes run in :func:`write_transaction`, which gives every write the isolation a FHIR
+server needs to be race-free without special cases:
+
+- PostgreSQL: ``SERIALIZABLE``. A conditional create that searches and then inserts
+  cannot interleave with another one doing the same; the loser gets a serialization
+  failure and :func:`run_in_transaction` re-runs it (it then finds the winner's resource).
+- SQLite: ``BEGIN IMMEDIATE`` takes the database write lock up front, so writers queue
+  instead of failing on lock upgrade; WAL keeps readers unblocked.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool, QueuePool
+
+from service.fhir.outcome import error
+
+T = TypeVar("T")
+
+WRITE_OPTION = "trialfhir_write"
+
+
+class TransactionConflict(Exception):
+    """A concurrent writer changed what this transaction read; re-running it is safe."""
+
+
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+    """Create the engine for ``url`` with the pragmas and pool each backend needs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=QueuePool if ":memory:" not in url else NullPool,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            if conn.get_execution_options().get(WRITE_OPTION):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only unit of work (one consistent snapshot on PostgreSQL)."""
+    with engine.connect() as conn:
+        if is_postgres(engine):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):
+        code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if code in ("40001", "40P01"):  # serialization_failure, deadlock_detected
+            return True
+        if code == "23505":  # unique_violation: a concurrent writer won; re-run sees it
+            return True
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+            return True
+    return False
+
+
+def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_retries: int = 8) -> T:
+    """Run ``work(conn)`` in one write transaction, re-running it on a serialization conflict.
+
+    ``work`` must be free of side effects outside the database (it may run more than
+    once). After ``max_retries`` conflicts the client gets a 409 it can retry.
+    """
+    attempt = 0
+    while True:
+        try:
+            with engine.connect() as conn:
+                if is_postgres(engine):
+                    conn = conn.execution_options(isolation_level="SERIALIZABLE")
+                else:
+                    conn = conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    return work(conn)
+        except (DBAPIError, TransactionConflict) as exc:
+            if isinstance(exc, DBAPIError) and not _retryable(exc):
+                raise
+            attempt += 1
+            if attempt > max_retries:
+                raise error(
+                    409,
+                    "conflict",
+                    "The resource was changed by a concurrent request and the change could not be "
+                    "serialised; retry the request.",
+                ) from exc
+            time.sleep(min(0.2, 0.002 * (2**attempt)) * random.random())

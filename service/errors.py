@@ -1,0 +1,82 @@
+"""Exception handlers: every error leaves as an OperationOutcome with the right status.
+
+Under ``/fhir`` errors are OperationOutcome (application/fhir+json). Elsewhere (``/api``
+and the rest) they are RFC 9457 problem details. No handler ever puts a stack trace,
+SQL or a driver message in a response; unexpected exceptions are logged with the
+request id and answered with a 500 that names only that id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from service.fhir import jsonio
+from service.fhir.http import FhirResponse
+from service.fhir.outcome import FhirError, Issue, operation_outcome
+
+log = logging.getLogger("trialfhir.errors")
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def _render(request: Request, status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:
+    if _is_fhir(request):
+        return FhirResponse(jsonio.dumps(operation_outcome(issues)), status_code=status, headers=headers)
+    problem = {
+        "type": "about:blank",
+        "title": issues[0].code if issues else "error",
+        "status": status,
+        "detail": "; ".join(i.diagnostics for i in issues),
+    }
+    return JSONResponse(problem, status_code=status, headers=headers, media_type="application/problem+json")
+
+
+async def fhir_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return _render(request, exc.status, exc.issues, exc.headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        text = f"No route for {request.method} {request.url.path}; the FHIR API is under /fhir (see /fhir/metadata)."
+    elif exc.status_code == 405:
+        text = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        text = str(exc.detail)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    return _render(request, exc.status_code, [Issue(code, text)], dict(exc.headers or {}))
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        Issue("invalid", f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}") for e in exc.errors()[:20]
+    ]
+    return _render(request, 400 if _is_fhir(request) else 422, issues or [Issue("invalid", "invalid request")])
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    rid = getattr(request.state, "request_id", "-")
+    log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+    return _render(
+        request,
+        500,
+        [Issue("exception", f"The server failed to process the request (request id {rid}); it has been logged.")],
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, fhir_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)

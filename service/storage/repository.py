@@ -1,0 +1,211 @@
+"""The resource repository: every SQL statement that reads or writes resource versions.
+
+This is the only module that knows the storage tables. It works on an open
+``Connection`` inside a transaction the caller owns (see :mod:`service.db.engine`), so
+a conditional interaction, its search and its write commit or roll back together.
+Content is opaque bytes here: validation, ids and meta are the service's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from service.db.engine import TransactionConflict
+from service.db.schema import idx_token, resource, resource_version
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One version of one resource as stored."""
+
+    res_key: int
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated_us: int
+    deleted: bool
+    content: bytes | None
+    method: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """One token index entry: the parameter code and its (system, value)."""
+
+    param: str
+    system: str | None
+    value: str | None
+
+
+_CURRENT_COLS = (
+    resource.c.res_key,
+    resource.c.resource_type,
+    resource.c.id,
+    resource.c.version_id,
+    resource.c.last_updated_us,
+    resource.c.deleted,
+    resource.c.content,
+)
+_VERSION_COLS = (
+    resource_version.c.res_key,
+    resource_version.c.resource_type,
+    resource_version.c.id,
+    resource_version.c.version_id,
+    resource_version.c.last_updated_us,
+    resource_version.c.deleted,
+    resource_version.c.content,
+    resource_version.c.method,
+    resource_version.c.seq,
+)
+
+
+class ResourceRepository:
+    """SQL for the FHIR interactions of https://hl7.org/fhir/R4/http.html."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- read / vread -------------------------------------------------------------
+
+    def current(self, resource_type: str, id: str, *, for_update: bool = False) -> StoredVersion | None:
+        """The current version (deleted or not) — https://hl7.org/fhir/R4/http.html#read."""
+        stmt = select(*_CURRENT_COLS).where(resource.c.resource_type == resource_type, resource.c.id == id)
+        if for_update and self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        return StoredVersion(*row) if row else None
+
+    def current_by_keys(self, res_keys: Sequence[int]) -> list[StoredVersion]:
+        """Current versions for index hits, in the order of ``res_keys``."""
+        if not res_keys:
+            return []
+        rows = self.conn.execute(select(*_CURRENT_COLS).where(resource.c.res_key.in_(list(res_keys)))).all()
+        by_key = {r.res_key: StoredVersion(*r) for r in rows}
+        return [by_key[k] for k in res_keys if k in by_key]
+
+    def version(self, resource_type: str, id: str, version_id: int) -> StoredVersion | None:
+        """One historical version — https://hl7.org/fhir/R4/http.html#vread."""
+        row = self.conn.execute(
+            select(*_VERSION_COLS).where(
+                resource_version.c.resource_type == resource_type,
+                resource_version.c.id == id,
+                resource_version.c.version_id == version_id,
+            )
+        ).first()
+        return StoredVersion(*row) if row else None
+
+    # --- write --------------------------------------------------------------------
+
+    def write_version(
+        self,
+        *,
+        previous: StoredVersion | None,
+        resource_type: str,
+        id: str,
+        version_id: int,
+        last_updated_us: int,
+        method: str,
+        content: bytes | None,
+    ) -> int:
+        """Store a new version and make it current; returns the resource's ``res_key``.
+
+        ``content`` is None for a delete. The unique constraints on (type, id) and
+        (res_key, version) turn a lost race into an IntegrityError, which the
+        transaction runner retries.
+        """
+        deleted = content is None
+        if previous is None:
+            res_key = self.conn.execute(
+                insert(resource)
+                .values(
+                    resource_type=resource_type,
+                    id=id,
+                    version_id=version_id,
+                    last_updated_us=last_updated_us,
+                    deleted=deleted,
+                    content=content,
+                )
+                .returning(resource.c.res_key)
+            ).scalar_one()
+        else:
+            res_key = previous.res_key
+            result = self.conn.execute(
+                update(resource)
+                .where(resource.c.res_key == res_key, resource.c.version_id == previous.version_id)
+                .values(version_id=version_id, last_updated_us=last_updated_us, deleted=deleted, content=content)
+            )
+            if result.rowcount != 1:
+                raise StaleVersionError(resource_type, id)
+        self.conn.execute(
+            insert(resource_version).values(
+                res_key=res_key,
+                resource_type=resource_type,
+                id=id,
+                version_id=version_id,
+                last_updated_us=last_updated_us,
+                method=method,
+                deleted=deleted,
+                content=content,
+            )
+        )
+        return res_key
+
+    def replace_tokens(self, res_key: int, resource_type: str, rows: Iterable[TokenRow]) -> None:
+        """Replace the token index rows of one resource (none for a deleted one)."""
+        self.conn.execute(delete(idx_token).where(idx_token.c.res_key == res_key))
+        values = [
+            {"res_key": res_key, "resource_type": resource_type, "param": r.param, "system": r.system, "value": r.value}
+            for r in rows
+        ]
+        if values:
+            self.conn.execute(insert(idx_token), values)
+
+    # --- history --------------------------------------------------------------------
+
+    def history(
+        self,
+        *,
+        resource_type: str | None,
+        id: str | None,
+        since_us: int | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[StoredVersion]:
+        """Versions newest first — https://hl7.org/fhir/R4/http.html#history.
+
+        Paged by keyset on ``seq`` (``before_seq`` is the last seq of the previous page),
+        so pages stay correct while new versions are written.
+        """
+        stmt = select(*_VERSION_COLS)
+        if resource_type is not None:
+            stmt = stmt.where(resource_version.c.resource_type == resource_type)
+        if id is not None:
+            stmt = stmt.where(resource_version.c.id == id)
+        if since_us is not None:
+            stmt = stmt.where(resource_version.c.last_updated_us >= since_us)
+        if before_seq is not None:
+            stmt = stmt.where(resource_version.c.seq < before_seq)
+        stmt = stmt.order_by(resource_version.c.seq.desc()).limit(limit)
+        return [StoredVersion(*r) for r in self.conn.execute(stmt).all()]
+
+    def history_count(self, *, resource_type: str | None, id: str | None, since_us: int | None) -> int:
+        stmt = select(func.count()).select_from(resource_version)
+        if resource_type is not None:
+            stmt = stmt.where(resource_version.c.resource_type == resource_type)
+        if id is not None:
+            stmt = stmt.where(resource_version.c.id == id)
+        if since_us is not None:
+            stmt = stmt.where(resource_version.c.last_updated_us >= since_us)
+        return int(self.conn.execute(stmt).scalar_one())
+
+
+class StaleVersionError(TransactionConflict):
+    """The current version changed between reading and writing (a concurrent writer)."""
+
+    def __init__(self, resource_type: str, id: str) -> None:
+        super().__init__(f"{resource_type}/{id} changed concurrently")
+
