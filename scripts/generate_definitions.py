@@ -193,6 +193,7 @@ def expand_value_set(url: str, vss: dict[str, Json], css: dict[str, Json],
 
 
 def _choice_name(path_name: str, type_code: str) -> str:
+    """JSON name of one choice: ``value[x]`` + ``Quantity`` → ``valueQuantity``."""
     return path_name[:-3] + type_code[0].upper() + type_code[1:]
 
 
@@ -230,6 +231,7 @@ class TableBuilder:
         return sd["id"]
 
     def _vs_key(self, url: str, element: str) -> str | None:
+        """Key of the expanded value set in the table, or None (recorded as skipped)."""
         url = url.split("|")[0]
         if url not in self._vs_keys:
             try:
@@ -248,6 +250,7 @@ class TableBuilder:
         return key
 
     def _read_sd(self, sd: Json) -> None:
+        """Add the properties of one type (and of its backbone elements) to ``raw``."""
         elements = sd["snapshot"]["element"]
         root = elements[0]["path"]
         name = sd["id"]
