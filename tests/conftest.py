@@ -109,15 +109,16 @@ def app(database_url: str):  # type: ignore[no-untyped-def]
 
 def clean_store(app) -> None:  # type: ignore[no-untyped-def]
     """Empty every table (the schema stays)."""
-    from service.db.schema import metadata
+    from service.db.schema import INDEX_TABLES, resource, resource_version
 
+    tables = [resource, resource_version, *INDEX_TABLES]
     engine = app.state.store.engine
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            names = ", ".join(t.name for t in metadata.sorted_tables)
+            names = ", ".join(t.name for t in tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
         else:
-            for table in reversed(metadata.sorted_tables):
+            for table in tables:
                 conn.execute(table.delete())
 
 

@@ -167,6 +167,24 @@ def test_fhirpy_sync_get_or_create(live_server, fhirpy_sync: SyncFHIRClient) -> 
     assert search.get().id == first.id
 
 
+def test_fhirpy_sync_conditional_update_patch_and_count(live_server, fhirpy_sync: SyncFHIRClient) -> None:  # type: ignore[no-untyped-def]
+    """SearchSet.update (PUT [type]?criteria), SearchSet.patch (PATCH [type]?criteria), count()."""
+    base = live_server.base
+    mrn = unique("cu")
+    search = fhirpy_sync.resources("Patient").search(identifier=f"urn:x|{mrn}")
+    first, created1 = search.update(fhirpy_sync.resource("Patient", **new_patient("urn:x", mrn, gender="male")))
+    second, created2 = search.update(fhirpy_sync.resource("Patient", **new_patient("urn:x", mrn, gender="female")))
+    assert (created1, created2) == (True, False)
+    assert second.id == first.id and second["meta"]["versionId"] == "2"
+    patched = search.patch(birthDate="1999-12-31")
+    assert patched.id == first.id and patched["meta"]["versionId"] == "3"
+    body = assert_current(base, first.id, 3)
+    assert body["gender"] == "female" and body["birthDate"] == "1999-12-31"
+    assert search.count() == 1
+    assert search_ids(base, "Patient", identifier=f"urn:x|{mrn}") == [first.id]
+    assert history_versions(base, "Patient", first.id) == [1, 2, 3]
+
+
 def test_fhirpy_sync_conditional_delete(live_server, fhirpy_sync: SyncFHIRClient) -> None:  # type: ignore[no-untyped-def]
     base = live_server.base
     mrn = unique("cd")

@@ -260,6 +260,60 @@ def test_concurrent_updates_none_lost(race_server: LiveServer) -> None:
         assert entry["resource"]["name"] == [{"family": f"T{a.index}"}]
 
 
+# --- beyond the brief: other read-modify-write paths ------------------------------------------------
+
+
+def test_concurrent_update_as_create_if_none_match(race_server: LiveServer) -> None:
+    """12 concurrent ``PUT /Patient/{new id}`` with ``If-None-Match: *``: one 201, the rest 412."""
+    base = race_server.base
+    pid = unique("cl")
+
+    def request(client: httpx.Client, i: int) -> httpx.Response:
+        body = {"resourceType": "Patient", "id": pid, "name": [{"family": f"T{i}"}]}
+        return client.put(f"{base}/Patient/{pid}", json=body, headers={**FHIR, "if-none-match": "*"})
+
+    answers = race(12, request)
+    assert Counter(a.status for a in answers) == Counter({201: 1, 412: 11}), [(a.status, a.body) for a in answers]
+    assert all(is_outcome(a.body) for a in answers if a.status == 412)
+    winner = next(a for a in answers if a.status == 201)
+    version, body = read_current(base, pid)
+    assert version == 1 and body["name"] == [{"family": f"T{winner.index}"}]
+    assert history_versions(base, pid) == [1]
+
+
+def test_concurrent_json_patches_none_lost(race_server: LiveServer) -> None:
+    """12 concurrent JSON Patches each appending a name: all 200, all 12 names kept."""
+    base = race_server.base
+    value = unique("pa")
+    pid = _create(base, value)
+
+    def request(client: httpx.Client, i: int) -> httpx.Response:
+        ops = [{"op": "add", "path": "/name/-", "value": {"family": f"P{i}"}}]
+        return client.patch(f"{base}/Patient/{pid}", json=ops, headers={**FHIR, "content-type": "application/json-patch+json"})
+
+    answers = race(12, request)
+    assert Counter(a.status for a in answers) == Counter({200: 12}), [(a.status, a.body) for a in answers if a.status != 200]
+    version, body = read_current(base, pid)
+    assert version == 13
+    assert sorted(n["family"] for n in body["name"]) == sorted(["Start", *(f"P{i}" for i in range(12))])
+    assert history_versions(base, pid) == list(range(1, 14))
+
+
+def test_concurrent_deletes_write_one_version(race_server: LiveServer) -> None:
+    """12 concurrent DELETEs of one resource: all 204, exactly one deletion version."""
+    base = race_server.base
+    pid = _create(base, unique("de"))
+    answers = race(12, lambda client, i: client.delete(f"{base}/Patient/{pid}", headers=FHIR))
+    assert Counter(a.status for a in answers) == Counter({204: 12})
+    assert httpx.get(f"{base}/Patient/{pid}", headers=FHIR).status_code == 410
+    entries = history_entries(base, pid)
+    assert sorted(version_of(e["response"]["etag"]) for e in entries) == [1, 2]
+    assert [e["request"]["method"] for e in entries] == ["DELETE", "POST"]
+
+
+# --- last: the server itself ------------------------------------------------------------------
+
+
 def test_race_server_logged_no_errors(race_server: LiveServer) -> None:
     """The server log holds no unhandled error or traceback from the races above."""
     assert race_server.process.poll() is None, "the server died"

@@ -88,3 +88,16 @@ def test_request_context_is_built_in_one_place(client) -> None:  # type: ignore[
     for route in write_routes:
         deps = {d.call for d in route.dependant.dependencies}
         assert request_context in deps, route.path
+
+
+def test_every_package_is_listed_for_installation() -> None:
+    """A non-editable ``pip install .`` ships every package (pyproject lists them explicitly)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("service", "mappers", "schemas")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject [tool.setuptools].packages: {sorted(found - listed)}"

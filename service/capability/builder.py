@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.fhir.resource_types import FHIR_VERSION, RESOURCE_TYPES
-from service.search.indexing import indexed_token_params
+from service.search.indexing import indexed_params
 from service.search.registry import registry
 
 #: Type-level interactions served by service.rest.router for every resource type.
@@ -22,11 +22,10 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         params = []
-        indexed = indexed_token_params(rtype)
+        indexed = indexed_params(rtype)
         for code, p in sorted(registry().for_type(rtype).items()):
             if code in indexed:
                 params.append({"name": code, "definition": p.url, "type": p.type})
-        params.append({"name": "_lastUpdated", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "type": "date"})
         resources.append(
             {
                 "type": rtype,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Float,
     String,
     Table,
     UniqueConstraint,
@@ -72,5 +73,130 @@ idx_token = Table(
     Column("system", String(512), nullable=True),
     Column("value", String(512), nullable=True),
 )
-Index("ix_token_lookup", idx_token.c.resource_type, idx_token.c.param, idx_token.c.value, idx_token.c.system)
+Index("ix_token_lookup", idx_token.c.resource_type, idx_token.c.param, idx_token.c.value, idx_token.c.system, idx_token.c.res_key)
 Index("ix_token_res_key", idx_token.c.res_key)
+
+# --- migration 0002: the other parameter types -------------------------------------------
+# Each table holds rows for the current, non-deleted version only (rows are replaced on
+# every write), so a search never needs to look at resource.deleted.
+
+idx_token_text = Table(
+    "idx_token_text",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("text", String(512), nullable=False),
+)
+Index("ix_token_text_lookup", idx_token_text.c.resource_type, idx_token_text.c.param, idx_token_text.c.text, idx_token_text.c.res_key)
+Index("ix_token_text_res_key", idx_token_text.c.res_key)
+
+idx_string = Table(
+    "idx_string",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("norm", String(512), nullable=False),
+    Column("value", String(512), nullable=False),
+)
+Index("ix_string_lookup", idx_string.c.resource_type, idx_string.c.param, idx_string.c.norm, idx_string.c.res_key)
+Index("ix_string_res_key", idx_string.c.res_key)
+
+idx_date = Table(
+    "idx_date",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("lo", BigInteger, nullable=False),
+    Column("hi", BigInteger, nullable=False),
+)
+Index("ix_date_lookup", idx_date.c.resource_type, idx_date.c.param, idx_date.c.lo, idx_date.c.hi, idx_date.c.res_key)
+Index("ix_date_res_key", idx_date.c.res_key)
+
+idx_number = Table(
+    "idx_number",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("value", Float(53), nullable=False),
+)
+Index("ix_number_lookup", idx_number.c.resource_type, idx_number.c.param, idx_number.c.value, idx_number.c.res_key)
+Index("ix_number_res_key", idx_number.c.res_key)
+
+idx_quantity = Table(
+    "idx_quantity",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("value", Float(53), nullable=False),
+    Column("system", String(512), nullable=True),
+    Column("code", String(128), nullable=True),
+    Column("unit", String(128), nullable=True),
+    Column("canon_value", Float(53), nullable=True),
+    Column("canon_code", String(128), nullable=True),
+)
+Index("ix_quantity_lookup", idx_quantity.c.resource_type, idx_quantity.c.param, idx_quantity.c.canon_code, idx_quantity.c.canon_value, idx_quantity.c.res_key)
+Index("ix_quantity_value", idx_quantity.c.resource_type, idx_quantity.c.param, idx_quantity.c.value, idx_quantity.c.res_key)
+Index("ix_quantity_res_key", idx_quantity.c.res_key)
+
+idx_reference = Table(
+    "idx_reference",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_version", String(64), nullable=True),
+    #: the reference as written when it is absolute, canonical or contained ("#p1")
+    Column("url", String(1024), nullable=True),
+    Column("ident_system", String(512), nullable=True),
+    Column("ident_value", String(512), nullable=True),
+)
+Index("ix_reference_lookup", idx_reference.c.resource_type, idx_reference.c.param, idx_reference.c.target_id, idx_reference.c.target_type, idx_reference.c.res_key)
+Index("ix_reference_target", idx_reference.c.target_type, idx_reference.c.target_id, idx_reference.c.resource_type, idx_reference.c.param, idx_reference.c.res_key)
+Index("ix_reference_res_key", idx_reference.c.res_key)
+
+idx_uri = Table(
+    "idx_uri",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("value", String(1024), nullable=False),
+)
+Index("ix_uri_lookup", idx_uri.c.resource_type, idx_uri.c.param, idx_uri.c.value, idx_uri.c.res_key)
+Index("ix_uri_res_key", idx_uri.c.res_key)
+
+idx_composite = Table(
+    "idx_composite",
+    metadata,
+    Column("res_key", BigInteger, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("c1_system", String(512), nullable=True),
+    Column("c1_value", String(512), nullable=True),
+    Column("c2_system", String(512), nullable=True),
+    Column("c2_value", String(512), nullable=True),
+    Column("c2_number", Float(53), nullable=True),
+    Column("c2_canon_value", Float(53), nullable=True),
+    Column("c2_canon_code", String(128), nullable=True),
+    Column("c2_lo", BigInteger, nullable=True),
+    Column("c2_hi", BigInteger, nullable=True),
+)
+Index("ix_composite_lookup", idx_composite.c.resource_type, idx_composite.c.param, idx_composite.c.c1_value, idx_composite.c.res_key)
+Index("ix_composite_res_key", idx_composite.c.res_key)
+
+#: Bumped by ``trialfhir reindex``: servers reload the search parameter table when it changes.
+search_state = Table(
+    "search_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", Integer, nullable=False),
+)
+
+INDEX_TABLES = (idx_token, idx_token_text, idx_string, idx_date, idx_number, idx_quantity, idx_reference, idx_uri, idx_composite)

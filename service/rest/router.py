@@ -31,7 +31,7 @@ from service.fhir.http import (
 from service.fhir.outcome import error, info
 from service.rest.history import history_bundle
 from service.rest.service import FhirStore, WriteResult, body_or_error, check_type, now_us
-from service.search.service import search_bundle
+from service.search.service import SearchRequest, run_search
 from service.storage.repository import StoredVersion
 
 FHIR_JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -169,22 +169,27 @@ async def type_history(resource_type: str, request: Request, ctx: RequestContext
     return _bundle_response(request, doc)
 
 
-async def _search(request: Request, ctx: RequestContext, resource_type: str, params: list[tuple[str, str]]) -> Response:
+async def _search(
+    request: Request,
+    ctx: RequestContext,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    compartment: tuple[str, str] | None = None,
+) -> Response:
     check_type(resource_type)
     settings = request.app.state.settings
     prefer = Prefer.parse(request.headers.get("prefer"))
-    doc = await to_thread.run_sync(
-        lambda: search_bundle(
-            _store(request).engine,
-            resource_type=resource_type,
-            params=params,
-            base_url=ctx.base_url,
-            strict=prefer.handling == "strict",
-            default_count=settings.default_page_size,
-            max_count=settings.max_page_size,
-            now_us=now_us(),
-        )
+    search = SearchRequest(
+        resource_type=resource_type,
+        params=params,
+        base_url=ctx.base_url,
+        strict=prefer.handling == "strict",
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        now_us=now_us(),
+        compartment=compartment,
     )
+    doc = await to_thread.run_sync(lambda: run_search(_store(request).engine, search))
     return _bundle_response(request, doc)
 
 
@@ -297,6 +302,20 @@ async def vread(resource_type: str, id: str, version_id: str, request: Request) 
     """One version of a resource (https://hl7.org/fhir/R4/http.html#vread)."""
     v = await to_thread.run_sync(lambda: _store(request).vread(resource_type, id, version_id))
     return _resource_response(request, v)
+
+
+@router.get("/{compartment_type}/{compartment_id}/{resource_type}", summary="Compartment search")
+async def compartment_search(
+    compartment_type: str, compartment_id: str, resource_type: str, request: Request, ctx: RequestContext = Depends(request_context)
+) -> Response:
+    """Search within a compartment, e.g. ``Patient/123/Observation``
+    (https://hl7.org/fhir/R4/compartmentdefinition.html)."""
+    check_type(compartment_type)
+    from service.search.service import compartments
+
+    if compartment_type not in compartments():
+        raise error(404, "not-found", f"{compartment_type} is not a compartment type (Patient, Encounter, Practitioner, RelatedPerson, Device).")
+    return await _search(request, ctx, resource_type, _filter_params(request), (compartment_type, compartment_id))
 
 
 @router.get("/{resource_type}/{id}", summary="Read")

@@ -27,9 +27,9 @@ from service.fhir.outcome import FhirError, error
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.fhir.validation import is_valid_id, validate
 from service.rest.patch import apply_patch
-from service.search.indexing import token_rows
+from service.search.indexing import index_resource
 from service.search.matching import find_matches
-from service.search.query import normalise_condition, parse_query
+from service.search.query import normalise_condition
 from service.storage.repository import ResourceRepository, StoredVersion
 
 
@@ -155,14 +155,15 @@ class FhirStore:
             method=method,
             content=content,
         )
-        repo.replace_tokens(res_key, resource_type, token_rows(resource_type, resource) if resource is not None else [])
+        rows = index_resource(resource_type, resource).tables() if resource is not None else None
+        repo.replace_index(res_key, resource_type, rows, fresh=previous is None)
         return StoredVersion(res_key, resource_type, id, version_id, lu, resource is None, content, method)
 
     def _transaction(self, work: Callable[[Connection], WriteResult]) -> WriteResult:
         return run_in_transaction(self.engine, work, max_retries=self.max_retries)
 
     def _single_match(self, conn: Connection, resource_type: str, query: str, what: str) -> StoredVersion | None:
-        keys = find_matches(conn, resource_type, parse_query(query), limit=2)
+        keys = find_matches(conn, resource_type, query, limit=2)
         if len(keys) > 1:
             raise error(
                 412,

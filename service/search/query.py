@@ -32,8 +32,9 @@ class SearchClause:
 
 
 def split_values(raw: str) -> tuple[str, ...]:
-    """Split at unescaped commas and unescape ``\\,`` ``\\$`` ``\\|`` ``\\\\`` — except
-    ``\\|``, which stays escaped so a token's ``system|code`` split can tell it apart."""
+    """Split at unescaped commas (OR); ``\\,`` becomes a literal comma. Other escapes
+    (``\\|`` ``\\$`` ``\\\\``) stay in place for the type-specific parsers (token
+    ``system|code``, composite ``a$b``), which unescape after splitting."""
     values: list[str] = []
     current: list[str] = []
     i = 0
@@ -41,10 +42,7 @@ def split_values(raw: str) -> tuple[str, ...]:
         ch = raw[i]
         if ch == "\\" and i + 1 < len(raw):
             nxt = raw[i + 1]
-            if nxt in ",$\\":
-                current.append(nxt)
-            else:
-                current.append(ch + nxt)
+            current.append(nxt if nxt == "," else ch + nxt)
             i += 2
             continue
         if ch == ",":
@@ -59,18 +57,19 @@ def split_values(raw: str) -> tuple[str, ...]:
 
 def split_token(value: str) -> tuple[str | None, str | None]:
     """``system|code`` → (system, code); ``code`` → (None, code) meaning any system;
-    ``|code`` → ("", code) meaning no system; ``system|`` → (system, None)."""
+    ``|code`` → ("", code) meaning no system; ``system|`` → (system, None).
+    Both parts stay escaped (``\\|``); callers unescape them."""
     i = 0
     while i < len(value):
         if value[i] == "\\" and i + 1 < len(value):
             i += 2
             continue
         if value[i] == "|":
-            system = value[:i].replace("\\|", "|")
-            code = value[i + 1 :].replace("\\|", "|")
+            system = value[:i]
+            code = value[i + 1 :]
             return system, (code if code != "" else None)
         i += 1
-    return None, value.replace("\\|", "|")
+    return None, value
 
 
 def parse_query(query: str | list[tuple[str, str]]) -> list[SearchClause]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from service.db.engine import TransactionConflict
-from service.db.schema import idx_token, resource, resource_version
+from service.db.schema import INDEX_TABLES, resource, resource_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +30,6 @@ class StoredVersion:
     content: bytes | None
     method: str = ""
     seq: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """One token index entry: the parameter code and its (system, value)."""
-
-    param: str
-    system: str | None
-    value: str | None
 
 
 _CURRENT_COLS = (
@@ -154,15 +145,24 @@ class ResourceRepository:
         )
         return res_key
 
-    def replace_tokens(self, res_key: int, resource_type: str, rows: Iterable[TokenRow]) -> None:
-        """Replace the token index rows of one resource (none for a deleted one)."""
-        self.conn.execute(delete(idx_token).where(idx_token.c.res_key == res_key))
-        values = [
-            {"res_key": res_key, "resource_type": resource_type, "param": r.param, "system": r.system, "value": r.value}
-            for r in rows
-        ]
-        if values:
-            self.conn.execute(insert(idx_token), values)
+    def replace_index(self, res_key: int, resource_type: str, tables: dict[str, list[dict]] | None, *, fresh: bool = False) -> None:
+        """Replace the search index rows of one resource (``tables`` None: remove them all).
+
+        ``fresh`` skips the deletes for a resource that never had rows (a create).
+        One executemany per non-empty table.
+        """
+        if not fresh:
+            for table in INDEX_TABLES:
+                self.conn.execute(delete(table).where(table.c.res_key == res_key))
+        if not tables:
+            return
+        by_name = {t.name: t for t in INDEX_TABLES}
+        for name, rows in tables.items():
+            if rows:
+                for row in rows:
+                    row["res_key"] = res_key
+                    row["resource_type"] = resource_type
+                self.conn.execute(insert(by_name[name]), rows)
 
     # --- history --------------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""UCUM canonicalisation for quantity search (ucumvert, cached).
+
+A stored ``12 mg/L`` and a searched ``1.2 mg/dL`` must meet: both are converted to
+base units (``0.012 kg/m³``) and compared there, while the original value and unit
+stay in the index too. Raw pint is never used on UCUM strings (it reads ``10*6/kg`` as
+60/kg); ucumvert parses UCUM properly. Arbitrary units (``[IU]``, ``[arb'U]``) have no
+conversion between them, so they are not canonicalised (they match by code only).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+_ARBITRARY = ("[IU]", "[iU]", "[arb'U]", "[USP'U]", "[GPL'U]", "[MPL'U]", "[APL'U]", "[beth'U]", "[anti'Xa'U]", "[todd'U]")
+
+_lock = threading.Lock()
+_registry = None
+
+
+def _ureg():  # type: ignore[no-untyped-def]
+    global _registry
+    if _registry is None:
+        with _lock:
+            if _registry is None:
+                from ucumvert import PintUcumRegistry
+
+                _registry = PintUcumRegistry()
+    return _registry
+
+
+def warm_up() -> None:
+    """Load the UCUM registry (a few seconds) ahead of the first quantity write."""
+    canonical_factor("mg/dL")
+
+
+@lru_cache(maxsize=4096)
+def canonical_factor(code: str) -> tuple[float, str] | None:
+    """(factor, base-unit code) such that value × factor is the value in base units.
+
+    None when the code is not convertible UCUM (or only an annotation like ``{score}``,
+    which is dimensionless: factor 1, code ``1``).
+    """
+    if not code or any(a in code for a in _ARBITRARY):
+        return None
+    stripped = code.strip()
+    if stripped.startswith("{") and stripped.endswith("}") and stripped.count("{") == 1:
+        return 1.0, "1"
+    try:
+        quantity = _ureg().from_ucum(stripped)
+    except Exception:  # noqa: BLE001 - anything ucumvert cannot parse is simply not convertible
+        return None
+    if isinstance(quantity, str):
+        return 1.0, "1"
+    try:
+        base = quantity.to_base_units()
+    except Exception:  # noqa: BLE001
+        return None
+    units = str(base.units)
+    return float(base.magnitude), ("1" if units == "dimensionless" else units)
+
+
+def canonical(value: float, system: str | None, code: str | None) -> tuple[float, str] | None:
+    """The value in UCUM base units, or None when the unit is not UCUM-convertible."""
+    if code is None or (system is not None and system != UCUM_SYSTEM):
+        return None
+    found = canonical_factor(code)
+    if found is None:
+        return None
+    factor, base = found
+    return value * factor, base
