@@ -67,6 +67,9 @@ Code = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,62}[A-Za-z0-9])?$"),
 ]
+#: A code of the local code system (lower-case kebab, e.g. ``bm-cmsc``); also the
+#: Medication id, so it is read back exactly.
+ProductCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9.\-]{0,62}[a-z0-9])?$")]
 #: A finite decimal (no NaN/Infinity), precision kept.
 FiniteDecimal = Annotated[Decimal, Field(allow_inf_nan=False)]
 #: A date or a time-zone-aware datetime (FHIR ``dateTime`` at day or second precision).
@@ -275,7 +278,7 @@ class Study(_Model):
     condition: Coding = Field(default_factory=lambda: RA_CONDITION.model_copy())
     status: ResearchStudyStatus = "active"
     arms: list[Arm] = Field(default_factory=list)
-    product_code: Code = codes.PRODUCT_CODE
+    product_code: ProductCode = codes.PRODUCT_CODE
     """The investigational product (``ResearchStudy.focus``, ``Medication/{code}``)."""
     schedule: list[Visit] = Field(default_factory=_default_schedule)
     """Visits, kept sorted by target day; windows may not overlap; ``BL`` is required."""
@@ -312,7 +315,7 @@ class Study(_Model):
 class Product(_Model):
     """The study product (``Medication`` with a code in the local system)."""
 
-    code: Code = codes.PRODUCT_CODE
+    code: ProductCode = codes.PRODUCT_CODE
     display: NonEmptyText = codes.PRODUCT_DISPLAY
 
 
@@ -342,7 +345,7 @@ class Infusion(_Model):
     """Business key within the subject, e.g. ``W0``, ``W4``, ``W8``."""
     start: AwareDatetime
     end: Optional[AwareDatetime] = None
-    product_code: Code = codes.PRODUCT_CODE
+    product_code: ProductCode = codes.PRODUCT_CODE
     dose_value: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
     dose_unit: Literal["10*6/kg"] = "10*6/kg"
     """UCUM; contract §2 fixes million cells per kg."""

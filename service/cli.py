@@ -1,4 +1,4 @@
-"""The ``trialfhir`` command line: ``serve`` and ``migrate``.
+"""The ``trialfhir`` command line: ``serve``, ``migrate`` and ``reindex``.
 
 ``trialfhir serve [--host 127.0.0.1] [--port 8000] [--workers N] [--demo]`` migrates the
 database, then runs uvicorn. ``trialfhir migrate`` only migrates.
@@ -62,6 +62,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from service.db.engine import make_engine
+    from service.search.reindex import reindex
+
+    settings = Settings.from_env()
+    _migrate(settings)
+    engine = make_engine(settings.database_url, pool_size=2)
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / total) if total else width
+        print(f"\rreindex [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        count = reindex(engine, progress=None if args.quiet else progress)
+    finally:
+        engine.dispose()
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(f"reindexed {count} resources")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trialfhir", description="FHIR R4 interoperability service for clinical trials")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=cmd_migrate)
+    reindex = sub.add_parser("reindex", help="rebuild the search index (after adding SearchParameters)")
+    reindex.add_argument("--quiet", action="store_true")
+    reindex.set_defaults(func=cmd_reindex)
     return parser
 
 

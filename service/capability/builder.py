@@ -24,7 +24,7 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
         params = []
         indexed = indexed_params(rtype)
         for code, p in sorted(registry().for_type(rtype).items()):
-            if code in indexed:
+            if code in indexed or p.type == "special":
                 params.append({"name": code, "definition": p.url, "type": p.type})
         resources.append(
             {

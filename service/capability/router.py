@@ -19,14 +19,19 @@ router = APIRouter(prefix="/fhir", tags=["FHIR REST"])
 def metadata(request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
     """What this server implements, generated from its own tables."""
     negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+    from service.db.engine import active_engine
+    from service.search.registry import registry
+
+    active_engine.set(request.app.state.store.engine)
+    key = (ctx.base_url, registry().generation)
     cache = request.app.state.__dict__.setdefault("_capability_cache", {})
-    body = cache.get(ctx.base_url)
+    body = cache.get(key)
     if body is None:
         from service import __version__
 
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = jsonio.dumps(capability_statement(ctx.base_url, __version__, now))
-        cache[ctx.base_url] = body
+        cache[key] = body
     if request.query_params.get("_pretty", "").lower() == "true":
         body = jsonio.dumps(jsonio.loads(body), pretty=True)
     return FhirResponse(body)

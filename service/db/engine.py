@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -27,6 +28,9 @@ from service.fhir.outcome import error
 T = TypeVar("T")
 
 WRITE_OPTION = "trialfhir_write"
+
+#: The engine of the unit of work running in this context (the search registry is per database).
+active_engine: ContextVar[Engine | None] = ContextVar("active_engine", default=None)
 
 
 class TransactionConflict(Exception):
@@ -78,6 +82,7 @@ def is_postgres(engine: Engine) -> bool:
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-only unit of work (one consistent snapshot on PostgreSQL)."""
+    active_engine.set(engine)
     with engine.connect() as conn:
         if is_postgres(engine):
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -103,6 +108,7 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_r
     ``work`` must be free of side effects outside the database (it may run more than
     once). After ``max_retries`` conflicts the client gets a 409 it can retry.
     """
+    active_engine.set(engine)
     attempt = 0
     while True:
         try:

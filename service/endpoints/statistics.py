@@ -116,7 +116,7 @@ def continuous_summary(values: Iterable[Number | None]) -> ContinuousSummary:
     root), so any permutation of ``values`` gives an identical result. Empty → n 0, Nones.
     """
     # Sort by value, then exponent, so equal values written differently (1 vs 1.0) order deterministically.
-    numbers = sorted((as_decimal(v) for v in values if v is not None), key=lambda d: (d, d.as_tuple().exponent))
+    numbers = sorted((as_decimal(v) for v in values if v is not None), key=lambda d: (d, d.as_tuple().exponent, d.is_signed()))
     n = len(numbers)
     if n == 0:
         return ContinuousSummary(n=0, mean=None, sd=None, median=None, minimum=None, maximum=None)

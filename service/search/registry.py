@@ -131,52 +131,65 @@ def _base_entries() -> list[dict[str, Any]]:
 
 
 _lock = threading.Lock()
-_current: SearchParamRegistry | None = None
-_stored_params: list[dict[str, Any]] = []
-_checked_at = 0.0
-_loader = None  # callable returning (generation, stored SearchParameter resources)
-
-
-def set_loader(loader) -> None:  # type: ignore[no-untyped-def]
-    """Install the callable that reads (generation, stored SearchParameters) from the database.
-
-    Called once by the app; the registry then reloads at most once a second when the
-    generation in the database differs from the one it was built for.
-    """
-    global _loader, _checked_at
-    _loader = loader
-    _checked_at = 0.0
+_base: SearchParamRegistry | None = None
+#: Per database: (registry, monotonic time of the last generation check).
+_per_engine: dict[int, tuple[SearchParamRegistry, float]] = {}
 
 
 def build(stored: list[dict[str, Any]], generation: int) -> SearchParamRegistry:
+    """The official + trialfhir parameters plus the given stored SearchParameter resources."""
     from service.fhir.resource_types import RESOURCE_TYPES
 
     reg = SearchParamRegistry(_base_entries(), sorted(RESOURCE_TYPES), generation)
-    for resource in stored:
-        if resource.get("status") in ("active", "draft") and resource.get("code") and resource.get("type"):
-            entry = dict(resource)
+    for res in stored:
+        if res.get("status") in ("active", "draft") and res.get("code") and res.get("type") and res.get("base"):
+            entry = dict(res)
             entry["_source"] = "server"
             reg.add(entry)
     return reg
 
 
+def base_registry() -> SearchParamRegistry:
+    global _base
+    if _base is None:
+        with _lock:
+            if _base is None:
+                _base = build([], 0)
+    return _base
+
+
 def registry() -> SearchParamRegistry:
-    """The process-wide registry (reloaded when ``trialfhir reindex`` bumped the generation)."""
-    global _current, _checked_at
+    """The registry for the database of the current unit of work.
+
+    Outside a unit of work (or before ``trialfhir reindex`` ever ran) it is the official
+    plus trialfhir table. Inside one, stored SearchParameters join it once a reindex has
+    bumped the database's generation; the generation is re-checked at most once a second.
+    """
+    from service.db.engine import active_engine
+
+    engine = active_engine.get()
+    if engine is None:
+        return base_registry()
+    key = id(engine)
     now = time.monotonic()
-    if _current is not None and (_loader is None or now - _checked_at < 1.0):
-        return _current
-    with _lock:
-        if _current is None or (_loader is not None and now - _checked_at >= 1.0):
-            _checked_at = now
-            if _loader is None:
-                if _current is None:
-                    _current = build([], 0)
-            else:
-                try:
-                    generation, stored = _loader(_current.generation if _current else None)
-                except Exception:  # noqa: BLE001 - keep serving with the table we have
-                    generation, stored = (_current.generation if _current else 0), None
-                if _current is None or stored is not None:
-                    _current = build(stored or [], generation)
-    return _current
+    cached = _per_engine.get(key)
+    if cached is not None and now - cached[1] < 1.0:
+        return cached[0]
+    from service.search.reindex import load_state
+
+    current = cached[0] if cached else None
+    try:
+        generation, stored = load_state(engine, current.generation if current else None)
+    except Exception:  # noqa: BLE001 - keep serving with the table we have
+        return current or base_registry()
+    if stored is None:
+        reg = current or base_registry()
+    else:
+        reg = build(stored, generation) if (stored or generation) else base_registry()
+    _per_engine[key] = (reg, now)
+    return reg
+
+
+def forget(engine: object) -> None:
+    """Drop the cached registry of ``engine`` (after a reindex in this process)."""
+    _per_engine.pop(id(engine), None)

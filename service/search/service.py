@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, false, func, or_, select, tuple_
 
-from service.db.engine import read_transaction
+from service.db.engine import active_engine, read_transaction
 from service.db.schema import idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_token, idx_uri, resource
 from service.fhir import jsonio
 from service.fhir.bundles import bundle, page_url
@@ -294,6 +294,7 @@ def _compartment_condition(compartment: tuple[str, str], resource_type: str) -> 
 
 def run_search(engine: Engine, req: SearchRequest) -> dict[str, Any]:
     """Execute a search and return the searchset Bundle (resources embedded as stored bytes)."""
+    active_engine.set(engine)
     params = req.params
     rtype = req.resource_type
     compiled = QueryCompiler(req.base_url).compile(rtype, params)
