@@ -54,6 +54,9 @@ TARGET_READ_MEDIAN_MS = 1.5
 TARGET_READ_P95_MS = 3.0
 TARGET_CREATES_PER_S = 500.0
 
+#: Above this share of the machine's CPU used by other processes, the report warns.
+FOREIGN_LOAD_WARN = 0.10
+
 FHIR_HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
@@ -70,6 +73,9 @@ class Measurement:
     create_ms: list[float] = field(repr=False)
     reads: int = 0
     read_ms: list[float] = field(default_factory=list, repr=False)
+    #: share of the machine's CPU that other processes used during the create / read loops
+    foreign_create: float | None = None
+    foreign_read: float | None = None
 
     @property
     def creates_per_s(self) -> float:
@@ -84,6 +90,8 @@ class Measurement:
             "read_p95_ms": percentile(self.read_ms, 95),
             "read_p99_ms": percentile(self.read_ms, 99),
             "read_max_ms": max(self.read_ms),
+            "foreign_cpu_create": self.foreign_create,
+            "foreign_cpu_read": self.foreign_read,
         }
 
 
@@ -92,6 +100,78 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered) - 1e-9))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+class CpuMeter:
+    """How much of the machine *other* processes used while a loop ran (a noise gauge).
+
+    Machine-wide busy time comes from /proc/stat; our own share is this process (the
+    client), the server process and, on PostgreSQL, the backends serving the benchmark
+    database (found by its name in their command line). The rest is foreign load, which
+    inflates latencies on a small machine. Linux only; elsewhere it reports nothing.
+    """
+
+    def __init__(self, server_pid: int, db_name: str | None) -> None:
+        self.server_pid = server_pid
+        self.db_name = db_name
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cpus = os.cpu_count() or 1
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        total = sum(fields[:8])  # guest time is already counted in user
+        return total, total - fields[3] - fields[4]  # minus idle, iowait
+
+    @staticmethod
+    def _pid_jiffies(pid: int) -> int:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return 0
+        rest = stat.rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])  # utime + stime (all threads)
+
+    def _own(self) -> dict[int, int]:
+        own = {self.server_pid: self._pid_jiffies(self.server_pid)}
+        if self.db_name:
+            needle = self.db_name.encode()
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        if needle in Path(entry.path, "cmdline").read_bytes():
+                            own[int(entry.name)] = self._pid_jiffies(int(entry.name))
+                    except OSError:
+                        continue
+        return own
+
+    def start(self) -> None:
+        try:
+            self.m0 = self._machine()
+            self.own0 = self._own()
+            t = os.times()
+            self.client0 = t.user + t.system
+            self.wall0 = time.monotonic()
+        except OSError:
+            self.m0 = None
+
+    def stop(self) -> float | None:
+        """Foreign CPU as a fraction of the whole machine (all CPUs) over the interval."""
+        if getattr(self, "m0", None) is None:
+            return None
+        try:
+            total1, busy1 = self._machine()
+            own1 = self._own()
+        except OSError:
+            return None
+        t = os.times()
+        total = total1 - self.m0[0]
+        if total <= 0:
+            return None
+        own = sum(v - self.own0.get(pid, 0) for pid, v in own1.items())
+        own += (t.user + t.system - self.client0) * self.tick
+        foreign = (busy1 - self.m0[1]) - own
+        return max(0.0, foreign / total)
 
 
 class Client:
@@ -122,6 +202,7 @@ def run_client(
     warmup: int,
     read_sample: int,
     seed: int,
+    meter: CpuMeter | None = None,
 ) -> Measurement:
     """Warm up, then time ``creates`` sequential POSTs and ``reads`` sequential GETs."""
     rng = random.Random(seed)
@@ -138,6 +219,8 @@ def run_client(
         ids: list[str] = []
         create_ms: list[float] = []
         perf = time.perf_counter
+        if meter:
+            meter.start()
         start = perf()
         for i, body in enumerate(bodies):
             t0 = perf()
@@ -146,6 +229,7 @@ def run_client(
             _expect(status, 201, label, "POST")
             ids.append(created_id(resp, i))
         create_seconds = perf() - start
+        foreign_create = meter.stop() if meter else None
 
         sample = rng.sample(ids, min(read_sample, len(ids)))
         paths = [read_path(sample[i % len(sample)]) for i in range(reads)]
@@ -154,14 +238,17 @@ def run_client(
             status, _, _ = client.request("GET", paths[i % len(paths)], None, FHIR_HEADERS)
             _expect(status, 200, label, "warm-up GET")
         read_ms: list[float] = []
+        if meter:
+            meter.start()
         for path in paths:
             t0 = perf()
             status, _, _ = client.request("GET", path, None, FHIR_HEADERS)
             read_ms.append((perf() - t0) * 1000)
             _expect(status, 200, label, "GET")
+        foreign_read = meter.stop() if meter else None
     finally:
         client.close()
-    return Measurement(label, creates, create_seconds, create_ms, reads, read_ms)
+    return Measurement(label, creates, create_seconds, create_ms, reads, read_ms, foreign_create, foreign_read)
 
 
 def _expect(status: int, wanted: int, label: str, what: str) -> None:
@@ -264,19 +351,29 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="trialfhir-bench-") as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
-        with server("baseline", ["-m", "bench.baseline_app", "--port", str(port)], port, server_env(), tmp):
-            base = run_client(port, label="baseline", post_path="/r", read_path=lambda i: f"/r/{i}", created_id=baseline_id, **common)
+        with server("baseline", ["-m", "bench.baseline_app", "--port", str(port)], port, server_env(), tmp) as proc:
+            base = run_client(
+                port,
+                label="baseline",
+                post_path="/r",
+                read_path=lambda i: f"/r/{i}",
+                created_id=baseline_id,
+                meter=CpuMeter(proc.pid, None),
+                **common,
+            )
         with database(backend, tmp) as url:
             port = free_port()
             env = server_env(TRIALFHIR_DATABASE_URL=url, TRIALFHIR_LOG_LEVEL=SERVER_LOG_LEVEL)
             cmd = ["-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-            with server("trialfhir", cmd, port, env, tmp):
+            db_name = url.rsplit("/", 1)[1] if backend == "postgresql" else None
+            with server("trialfhir", cmd, port, env, tmp) as proc:
                 tf = run_client(
                     port,
                     label=f"trialfhir/{backend}",
                     post_path="/fhir/Observation",
                     read_path=lambda i: f"/fhir/Observation/{i}",
                     created_id=trialfhir_id,
+                    meter=CpuMeter(proc.pid, db_name),
                     **common,
                 )
     return {"backend": backend, "trialfhir": tf.summary(), "baseline": base.summary()}
@@ -365,6 +462,18 @@ def print_report(result: dict, args: argparse.Namespace, info: dict) -> None:
                 failed.append(label)
         print(f"{label:<24} | {_fmt(t, unit):>12} | {_fmt(b, unit):>12} | {ratio:>7} | {target_s:>12} | {verdict}")
     print("ratio = trialfhir / baseline (latency: times slower; rate: fraction of the baseline rate)")
+    noise = [(who, phase, r[f"foreign_cpu_{phase}"]) for who, r in (("trialfhir", tf), ("baseline", base)) for phase in ("create", "read")]
+    if all(v is not None for _, _, v in noise):
+        print(
+            "other processes' CPU during the measured loops (share of all "
+            f"{info['cpu_count']} CPUs): " + ", ".join(f"{who} {phase}s {100 * v:.0f}%" for who, phase, v in noise)
+        )
+        worst = max(v for _, _, v in noise)
+        if worst > FOREIGN_LOAD_WARN:
+            print(
+                f"WARNING: the machine was busy with other work (up to {100 * worst:.0f}% of its CPU); "
+                "latencies are inflated and rates deflated — re-run on a quiet machine for a verdict."
+            )
     if failed:
         print(f"RESULT ({result['backend']}): {len(failed)} target(s) MISSED: {', '.join(failed)}")
     else:

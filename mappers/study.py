@@ -44,7 +44,6 @@ from mappers._fhir import (
     days,
     expect_type,
     extension,
-    extensions,
     identifier_value,
 )
 from schemas.trial import (
@@ -57,7 +56,7 @@ from schemas.trial import (
     StudyIdentifier,
     Subject,
     Visit,
-    _default_schedule,
+    default_schedule,
 )
 
 __all__ = [
@@ -226,7 +225,7 @@ def research_study_to_study(
     if plan_definition is not None:
         values["schedule"] = plan_definition_to_visits(plan_definition)
     else:
-        values["schedule"] = _default_schedule()
+        values["schedule"] = default_schedule()
     return Study(**values)
 
 

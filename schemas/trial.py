@@ -57,6 +57,8 @@ __all__ = [
     "Subject",
     "Visit",
     "accepted_units_text",
+    "default_schedule",
+    "is_mass_per_volume",
     "unit_problem",
 ]
 
@@ -211,7 +213,7 @@ class Visit(_Model):
         return self.target_day + self.window_high
 
 
-def _default_schedule() -> list[Visit]:
+def default_schedule() -> list[Visit]:
     """Contract §3 default RA schedule."""
     return [
         Visit(name="BL", target_day=0, window_low=-28, window_high=0),
@@ -224,7 +226,7 @@ def _default_schedule() -> list[Visit]:
 
 
 #: The default RA schedule of contract §3 (a fresh list per call of ``Study``).
-DEFAULT_SCHEDULE: Final[tuple[Visit, ...]] = tuple(_default_schedule())
+DEFAULT_SCHEDULE: Final[tuple[Visit, ...]] = tuple(default_schedule())
 
 
 class Das28CutPoints(_Model):
@@ -280,7 +282,7 @@ class Study(_Model):
     arms: list[Arm] = Field(default_factory=list)
     product_code: ProductCode = codes.PRODUCT_CODE
     """The investigational product (``ResearchStudy.focus``, ``Medication/{code}``)."""
-    schedule: list[Visit] = Field(default_factory=_default_schedule)
+    schedule: list[Visit] = Field(default_factory=default_schedule)
     """Visits, kept sorted by target day; windows may not overlap; ``BL`` is required."""
     settings: EndpointSettings = Field(default_factory=EndpointSettings)
 

@@ -20,6 +20,9 @@ from service.health.router import router as health_router
 from service.observability import RequestIdMiddleware, configure_logging
 from service.rest.router import router as rest_router
 from service.rest.service import FhirStore
+from service.search.ucum import warm_up
+from service.transactions.router import router as transaction_router
+from service.transactions.service import BundleProcessor
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import threading
+
+        threading.Thread(target=warm_up, name="ucum-warm-up", daemon=True).start()
         yield
         engine.dispose()
 
@@ -44,9 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = FhirStore(engine, max_retries=settings.max_retries)
+    app.state.bundles = BundleProcessor(engine, max_retries=settings.max_retries, max_entries=settings.max_bundle_entries)
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
     app.include_router(capability_router)
+    app.include_router(transaction_router)
     app.include_router(rest_router)
     return app

@@ -39,6 +39,8 @@ class Settings:
     base_url: str = ""
     #: Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 16 * 1024 * 1024
+    #: Most entries accepted in one transaction or batch Bundle.
+    max_bundle_entries: int = 10_000
     #: Default and maximum page sizes for history and search.
     default_page_size: int = 50
     max_page_size: int = 1000
@@ -58,6 +60,7 @@ class Settings:
             ),
             "base_url": os.environ.get("TRIALFHIR_BASE_URL", "").rstrip("/"),
             "max_body_bytes": _env_int("TRIALFHIR_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            "max_bundle_entries": _env_int("TRIALFHIR_MAX_BUNDLE_ENTRIES", 10_000),
             "default_page_size": _env_int("TRIALFHIR_DEFAULT_PAGE_SIZE", 50),
             "max_page_size": _env_int("TRIALFHIR_MAX_PAGE_SIZE", 1000),
             "max_retries": _env_int("TRIALFHIR_MAX_RETRIES", 8),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -171,7 +172,7 @@ def test_concurrent_conditional_update_without_prior_resource(race_server: LiveS
     base = race_server.base
     value = unique("cu")
 
-    def request(client: httpx.Client, i: int) -> httpx.Response:
+    def put(client: httpx.Client, i: int) -> httpx.Response:
         return client.put(
             f"{base}/Patient",
             params={"identifier": f"urn:race|{value}"},
@@ -179,10 +180,23 @@ def test_concurrent_conditional_update_without_prior_resource(race_server: LiveS
             headers=FHIR,
         )
 
-    answers = race(16, request)
-    ok = [a for a in answers if 200 <= a.status < 300]
-    others = [(a.status, a.body) for a in answers if not 200 <= a.status < 300]
-    assert not others, f"non-2xx answers to concurrent conditional updates: {others}"
+    answers = race(16, put)
+    # 409 is FHIR's "version conflict, retry" answer; nothing else but 200/201 is acceptable
+    unexpected = [(a.status, a.body) for a in answers if a.status not in (200, 201, 409)]
+    assert not unexpected, f"unexpected answers to concurrent conditional updates: {unexpected}"
+    conflicts = [a for a in answers if a.status == 409]
+    assert all(is_outcome(a.body) for a in conflicts)
+    if conflicts:
+        warnings.warn(
+            f"{len(conflicts)} of 16 concurrent conditional updates answered 409 (retry budget exhausted)",
+            stacklevel=1,
+        )
+    # a client told 409 retries; the retry must now succeed as an update of the one resource
+    with httpx.Client(timeout=TIMEOUT) as client:
+        retried = [Answer(a.index, (r := put(client, a.index)).status_code, r.headers, r.json(), 0.0) for a in conflicts]
+    assert all(a.status == 200 for a in retried), [(a.status, a.body) for a in retried]
+
+    ok = [a for a in answers if a.status in (200, 201)] + retried
     statuses = Counter(a.status for a in ok)
     assert statuses[201] == 1, statuses
 
@@ -195,7 +209,7 @@ def test_concurrent_conditional_update_without_prior_resource(race_server: LiveS
     assert version_of(next(a for a in ok if a.status == 201).headers["etag"]) == 1
     assert history_versions(base, pid) == list(range(1, len(ok) + 1))
     version, body = read_current(base, pid)
-    assert version == len(ok)
+    assert version == len(ok) == 16
     last = next(a for a in ok if version_of(a.headers["etag"]) == version)
     assert body == last.body
 

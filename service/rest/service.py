@@ -30,7 +30,7 @@ from service.rest.patch import apply_patch
 from service.search.indexing import index_resource
 from service.search.matching import find_matches
 from service.search.query import normalise_condition
-from service.storage.repository import ResourceRepository, StoredVersion
+from service.storage.repository import PendingWrite, ResourceRepository, StoredVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,19 @@ def stamp(resource: dict[str, Any], id: str, version_id: int, last_updated_us: i
         if key not in out:
             out[key] = value
     return jsonio.dumps(out)
+
+
+def pending_write(
+    resource_type: str, id: str, resource: dict[str, Any] | None, method: str, previous: StoredVersion | None, *, at_us: int | None = None
+) -> PendingWrite:
+    """The next version of ``resource_type/id`` as stored bytes plus its index rows."""
+    version_id = previous.version_id + 1 if previous else 1
+    lu = at_us if at_us is not None else now_us()
+    if previous is not None and lu <= previous.last_updated_us:
+        lu = previous.last_updated_us + 1
+    content = stamp(resource, id, version_id, lu) if resource is not None else None
+    index = index_resource(resource_type, resource).tables() if resource is not None else None
+    return PendingWrite(resource_type, id, version_id, lu, method, content, previous, index)
 
 
 def _require_resource(body: Any, resource_type: str) -> dict[str, Any]:
@@ -140,24 +153,7 @@ class FhirStore:
         previous: StoredVersion | None,
     ) -> StoredVersion:
         """Write the next version of ``resource_type/id`` (``resource`` None = delete) and index it."""
-        repo = ResourceRepository(conn)
-        version_id = previous.version_id + 1 if previous else 1
-        lu = now_us()
-        if previous is not None and lu <= previous.last_updated_us:
-            lu = previous.last_updated_us + 1
-        content = stamp(resource, id, version_id, lu) if resource is not None else None
-        res_key = repo.write_version(
-            previous=previous,
-            resource_type=resource_type,
-            id=id,
-            version_id=version_id,
-            last_updated_us=lu,
-            method=method,
-            content=content,
-        )
-        rows = index_resource(resource_type, resource).tables() if resource is not None else None
-        repo.replace_index(res_key, resource_type, rows, fresh=previous is None)
-        return StoredVersion(res_key, resource_type, id, version_id, lu, resource is None, content, method)
+        return ResourceRepository(conn).write_many([pending_write(resource_type, id, resource, method, previous)])[0]
 
     def _transaction(self, work: Callable[[Connection], WriteResult]) -> WriteResult:
         return run_in_transaction(self.engine, work, max_retries=self.max_retries)

@@ -292,8 +292,10 @@ def _compartment_condition(compartment: tuple[str, str], resource_type: str) -> 
     )
 
 
-def run_search(engine: Engine, req: SearchRequest) -> dict[str, Any]:
-    """Execute a search and return the searchset Bundle (resources embedded as stored bytes)."""
+def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = None) -> dict[str, Any]:
+    """Execute a search and return the searchset Bundle (resources embedded as stored bytes).
+
+    ``conn`` runs it inside the caller's transaction (GET entries of a transaction Bundle)."""
     active_engine.set(engine)
     params = req.params
     rtype = req.resource_type
@@ -319,7 +321,9 @@ def run_search(engine: Engine, req: SearchRequest) -> dict[str, Any]:
     sort_keys = _sort_keys(rtype, params)
     cursor_text = _last(params, "_cursor")
 
-    with read_transaction(engine) as conn:
+    from contextlib import nullcontext
+
+    with (nullcontext(conn) if conn is not None else read_transaction(engine)) as conn:
         page_keys: list[int] = []
         next_cursor: str | None = None
         if count:

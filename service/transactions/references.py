@@ -1,0 +1,42 @@
+"""Reference rewriting inside a transaction Bundle.
+
+https://hl7.org/fhir/R4/http.html#trules: an entry's ``fullUrl`` (``urn:uuid:…``,
+``urn:oid:…`` or an absolute URL) stands for the resource the server creates or
+updates; every ``Reference.reference`` that uses it — at any depth, inside extensions,
+contained resources and backbone elements — is rewritten to ``Type/id``. A conditional
+reference (``Patient?identifier=sys|123``) is resolved by search: exactly one match, or
+the transaction fails (404 none, 412 several).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def rewrite_references(node: Any, resolve: Callable[[str], str | None]) -> Any:
+    """Rewrite every ``reference`` string in ``node`` in place with ``resolve`` (None = keep)."""
+    stack: list[Any] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            ref = current.get("reference")
+            if isinstance(ref, str):
+                new = resolve(ref)
+                if new is not None:
+                    current["reference"] = new
+            for key, value in current.items():
+                if isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(v for v in current if isinstance(v, (dict, list)))
+    return node
+
+
+def is_local_placeholder(ref: str) -> bool:
+    return ref.startswith("urn:uuid:") or ref.startswith("urn:oid:")
+
+
+def is_conditional_reference(ref: str) -> bool:
+    head = ref.split("?", 1)[0]
+    return "?" in ref and "/" not in head and head[:1].isupper()
