@@ -309,3 +309,14 @@ def test_request_id_is_echoed(client) -> None:
     r = client.get("/fhir/metadata", headers={"X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert len(client.get("/fhir/metadata").headers["x-request-id"]) == 32
+
+
+def test_identical_update_makes_no_new_version(client) -> None:
+    r = client.put("/fhir/Observation/same-1", content=b'{"resourceType":"Observation","id":"same-1","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50}}', headers=FHIR_JSON)
+    assert r.status_code == 201
+    again = client.put("/fhir/Observation/same-1", content=b'{"resourceType":"Observation","id":"same-1","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50},"meta":{"versionId":"7"}}', headers=FHIR_JSON)
+    assert again.status_code == 200 and again.headers["etag"] == 'W/"1"'
+    # 1.5 is not 1.50: FHIR keeps decimal precision, so this is a change
+    changed = client.put("/fhir/Observation/same-1", content=b'{"resourceType":"Observation","id":"same-1","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.5}}', headers=FHIR_JSON)
+    assert changed.headers["etag"] == 'W/"2"'
+    assert len(client.get("/fhir/Observation/same-1/_history").json()["entry"]) == 2

@@ -95,6 +95,24 @@ def pending_write(
     return PendingWrite(resource_type, id, version_id, lu, method, content, previous, index)
 
 
+def _without_version_meta(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in ("meta", "id")}
+    meta = {k: v for k, v in (doc.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+def same_content(current: StoredVersion | None, resource: dict[str, Any]) -> bool:
+    """True when an update would store what is already current (so no new version is made).
+
+    Decimals compare by value and text (1.50 vs 1.5 is a change: FHIR keeps precision).
+    """
+    if current is None or current.deleted or current.content is None:
+        return False
+    return jsonio.dumps(_without_version_meta(jsonio.loads(current.content))) == jsonio.dumps(_without_version_meta(resource))
+
+
 def _require_resource(body: Any, resource_type: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise error(400, "structure", "The body must be a JSON object holding one FHIR resource.")
@@ -265,6 +283,8 @@ class FhirStore:
             if if_none_match is not None and if_none_match.strip() == "*" and current is not None and not current.deleted:
                 raise error(412, "conflict", f"If-None-Match: * — {resource_type}/{id} already exists.")
             created = current is None or current.deleted
+            if not created and same_content(current, resource):
+                return WriteResult(200, current, unchanged=True, message=f"{resource_type}/{id} is unchanged; no new version.")
             stored = self._put_version(conn, resource_type, id, resource, "PUT", current)
             return WriteResult(201 if created else 200, stored)
 
@@ -303,6 +323,8 @@ class FhirStore:
                     expression=("id",),
                 )
             _check_if_match(match, if_match, resource_type, match.id)
+            if same_content(match, resource):
+                return WriteResult(200, match, unchanged=True, message=f"{resource_type}/{match.id} is unchanged; no new version.")
             return WriteResult(200, self._put_version(conn, resource_type, match.id, resource, "PUT", match))
 
         return self._transaction(work)

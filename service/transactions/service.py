@@ -30,7 +30,7 @@ from service.fhir.outcome import FhirError, Issue, error, operation_outcome
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.fhir.validation import is_valid_id, validation_issues
 from service.rest.patch import apply_patch
-from service.rest.service import _check_if_match, now_us, pending_write
+from service.rest.service import _check_if_match, now_us, pending_write, same_content
 from service.search.matching import find_matches
 from service.storage.repository import ResourceRepository, StoredVersion
 from service.transactions.references import is_conditional_reference, is_local_placeholder, rewrite_references
@@ -284,6 +284,10 @@ class BundleProcessor:
         for e in writes:
             if e.resource is not None and not e.skip_write:
                 rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e))
+        for e in writes:
+            # an update that changes nothing makes no new version (idempotent resends)
+            if e.method == "PUT" and not e.skip_write and e.index not in deferred and e.previous is not None and same_content(e.previous, e.resource or {}):
+                e.result, e.skip_write = e.previous, True
         creates = [e for e in writes if e.method == "POST" and not e.skip_write]
         updates = [e for e in writes if e.method in ("PUT", "PATCH") and not e.skip_write]
         self._flush(conn, creates + updates, stamp_us, None)
@@ -349,6 +353,7 @@ class BundleProcessor:
             e.resource = patched
         created = e.previous is None or e.previous.deleted
         e.status = "201 Created" if created else "200 OK"
+
 
     @staticmethod
     def _flush(conn: Connection, entries: list[Entry], at_us: int, method: str | None) -> None:
