@@ -16,6 +16,7 @@ from service.capability.router import router as capability_router
 from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
+from service.domain.router import router as domain_router
 from service.health.router import router as health_router
 from service.observability import RequestIdMiddleware, configure_logging
 from service.rest.router import router as rest_router
@@ -56,5 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(capability_router)
     app.include_router(transaction_router)
+    app.include_router(domain_router)
     app.include_router(rest_router)
     return app

@@ -85,6 +85,54 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _domain_service(settings: Settings):  # type: ignore[no-untyped-def]
+    """A DomainService straight on the database (no HTTP), for CLI commands."""
+    from service.db.engine import make_engine
+    from service.domain.service import DomainService
+    from service.rest.service import FhirStore
+    from service.transactions.service import BundleProcessor
+
+    engine = make_engine(settings.database_url, pool_size=2)
+    store = FhirStore(engine, max_retries=settings.max_retries)
+    bundles = BundleProcessor(engine, max_retries=settings.max_retries, max_entries=max(settings.max_bundle_entries, 10_000))
+    return engine, DomainService(engine, store, bundles, settings.base_url or "http://localhost:8000/fhir")
+
+
+def _progress_bar(label: str):  # type: ignore[no-untyped-def]
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / total) if total else width
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    import json
+
+    from service.domain.csv_import import import_assessments_csv
+    from service.fhir.outcome import FhirError
+
+    settings = Settings.from_env()
+    _migrate(settings)
+    engine, service = _domain_service(settings)
+    try:
+        text = open(args.file, encoding="utf-8-sig").read()
+        report = import_assessments_csv(service, args.study, text, dry_run=args.dry_run, partial=args.partial, progress=_progress_bar("import"))
+    except FhirError as exc:
+        print("\n".join(i.diagnostics for i in exc.issues), file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(file=sys.stderr)
+    for problem in report["errors"]:
+        where = f"row {problem['row']}" + (f", column {problem['column']}" if problem["column"] else "")
+        print(f"{where}: {problem['reason']}", file=sys.stderr)
+    summary = {k: report[k] for k in ("valid", "rows", "assessments", "written", "dry_run", "partial")}
+    print(json.dumps(summary))
+    return 0 if report["valid"] or (args.partial and report["written"]) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trialfhir", description="FHIR R4 interoperability service for clinical trials")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=cmd_migrate)
+    imp = sub.add_parser("import-csv", help="import assessments from a CSV file (one row per subject x visit)")
+    imp.add_argument("study", help="study code")
+    imp.add_argument("file", help="CSV file: subject,visit,date,<measure [unit]>...")
+    imp.add_argument("--dry-run", action="store_true", help="validate only")
+    imp.add_argument("--partial", action="store_true", help="write the valid rows even if others are invalid")
+    imp.set_defaults(func=cmd_import_csv)
     reindex = sub.add_parser("reindex", help="rebuild the search index (after adding SearchParameters)")
     reindex.add_argument("--quiet", action="store_true")
     reindex.set_defaults(func=cmd_reindex)

@@ -292,7 +292,7 @@ def _compartment_condition(compartment: tuple[str, str], resource_type: str) -> 
     )
 
 
-def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = None) -> dict[str, Any]:
+def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = None, *, collect: list[StoredVersion] | None = None) -> dict[str, Any]:
     """Execute a search and return the searchset Bundle (resources embedded as stored bytes).
 
     ``conn`` runs it inside the caller's transaction (GET entries of a transaction Bundle)."""
@@ -358,6 +358,8 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
         if count == 0 or total_mode in ("accurate", "estimate"):
             total = int(conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one())
         matched = ResourceRepository(conn).current_by_keys(page_keys)
+        if collect is not None:
+            collect.extend(matched)
         included = _includes(conn, matched, params) if matched else []
 
     path = rtype if req.compartment is None else f"{req.compartment[0]}/{req.compartment[1]}/{rtype}"
