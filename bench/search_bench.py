@@ -349,11 +349,12 @@ def explain(engine: Engine, c: Captured) -> str:
 
 
 def main_statement(engine: Engine, params: list[tuple[str, str]]) -> tuple[Captured, list[Captured]]:
-    """Run the search once with the cursor hook; the slowest statement and all of them."""
+    """Run the search once with the cursor hook; the slowest statement over the index tables, and all of them."""
     with capture(engine) as stmts:
         search(engine, params)
     stmts = [s for s in stmts if not s.statement.lstrip().upper().startswith(("BEGIN", "SELECT 1"))]
-    return max(stmts, key=lambda s: s.ms), stmts
+    search_sql = [s for s in stmts if "idx_" in s.statement]  # the filter/page or count statement
+    return max(search_sql or stmts, key=lambda s: s.ms), stmts
 
 
 def time_sql(engine: Engine, statements: list[tuple[str, Any]], repeat: int = 1) -> tuple[list[float], list[Any]]:

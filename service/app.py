@@ -21,7 +21,6 @@ from service.health.router import router as health_router
 from service.observability import RequestIdMiddleware, configure_logging
 from service.rest.router import router as rest_router
 from service.rest.service import FhirStore
-from service.search.ucum import warm_up
 from service.transactions.router import router as transaction_router
 from service.transactions.service import BundleProcessor
 
@@ -36,9 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import threading
-
-        threading.Thread(target=warm_up, name="ucum-warm-up", daemon=True).start()
         yield
         engine.dispose()
 

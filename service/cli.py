@@ -46,7 +46,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     _migrate(settings)
     if args.demo:
-        print("note: the demo study arrives with the domain API; serving an empty store", file=sys.stderr)
+        import time
+
+        from service.domain.demo import STUDY_CODE, load_demo
+
+        started = time.perf_counter()
+        engine, service = _domain_service(settings)
+        try:
+            loaded = load_demo(service)
+        finally:
+            engine.dispose()
+        took = time.perf_counter() - started
+        print(f"demo study {STUDY_CODE} " + (f"loaded in {took:.2f} s" if loaded else "already present"), file=sys.stderr)
     # Workers re-create the app from the environment; migrations already ran once above.
     os.environ["TRIALFHIR_RUN_MIGRATIONS"] = "0"
     uvicorn.run(

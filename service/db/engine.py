@@ -28,6 +28,8 @@ from service.fhir.outcome import error
 T = TypeVar("T")
 
 WRITE_OPTION = "trialfhir_write"
+#: Advisory lock key of the bulk export write fence (see :func:`run_in_transaction`).
+WRITE_FENCE_KEY = 7_402_113_992
 
 #: The engine of the unit of work running in this context (the search registry is per database).
 active_engine: ContextVar[Engine | None] = ContextVar("active_engine", default=None)
@@ -118,6 +120,12 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_r
                 else:
                     conn = conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
+                    if is_postgres(engine):
+                        # Bulk export write fence: every write holds this lock shared until it
+                        # commits; an $export kick-off takes it exclusively (service.bulk.jobs),
+                        # so its transactionTime follows every earlier write's commit and
+                        # precedes every later write's lastUpdated. (SQLite: BEGIN IMMEDIATE.)
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({WRITE_FENCE_KEY})")
                     return work(conn)
         except (DBAPIError, TransactionConflict) as exc:
             if isinstance(exc, DBAPIError) and not _retryable(exc):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     Float,
     String,
+    Text,
     Table,
     UniqueConstraint,
 )
@@ -200,3 +201,40 @@ search_state = Table(
 )
 
 INDEX_TABLES = (idx_token, idx_token_text, idx_string, idx_date, idx_number, idx_quantity, idx_reference, idx_uri, idx_composite)
+
+# --- migration 0003: Bulk Data export jobs (service.bulk) ------------------------------------
+# One row per $export job: its request, its transactionTime, who runs it (a lease that a
+# dead process stops renewing), its checkpoint (JSON: files written and the last res_key),
+# and the manifest once complete. ``bulk_export_key`` holds the res_keys a Group or Patient
+# export covers, materialised once per job so the export streams them in res_key order.
+
+bulk_export_job = Table(
+    "bulk_export_job",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("group_id", String(64), nullable=True),
+    Column("request_url", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("transaction_time_us", BigInteger, nullable=False),
+    Column("client_id", String(256), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("finished_us", BigInteger, nullable=True),
+    Column("expires_us", BigInteger, nullable=True),
+    Column("owner", String(128), nullable=True),
+    Column("lease_until_us", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("checkpoint", Text, nullable=True),
+    Column("manifest", Text, nullable=True),
+    Column("error", Text, nullable=True),
+)
+Index("ix_bulk_export_job_status", bulk_export_job.c.status, bulk_export_job.c.lease_until_us)
+
+bulk_export_key = Table(
+    "bulk_export_key",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("res_key", BigInteger, primary_key=True, autoincrement=False),
+)

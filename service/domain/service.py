@@ -67,16 +67,11 @@ class DomainService:
     def write(self, resources: Iterable[dict[str, Any]]) -> WriteOutcome:
         """PUT every resource in one transaction; report whether anything was created or changed."""
         resources = list(resources)
-        before = {f"{r['resourceType']}/{r['id']}": self._version(r["resourceType"], r["id"]) for r in resources}
         response = self.bundles.process({"resourceType": "Bundle", "type": "transaction", "entry": [_entry(r) for r in resources]}, self.base_url, return_pref="minimal")
-        created = any(e["response"]["status"].startswith("201") for e in response.get("entry", []))
-        versions = {}
-        changed = False
-        for r, e in zip(resources, response.get("entry", [])):
-            key = f"{r['resourceType']}/{r['id']}"
-            versions[key] = e["response"].get("etag", "")
-            if before[key] != e["response"].get("etag"):
-                changed = True
+        entries = response.get("entry", [])
+        created = any(e["response"]["status"].startswith("201") for e in entries)
+        changed = any("outcome" not in e["response"] for e in entries)
+        versions = {f"{r['resourceType']}/{r['id']}": e["response"].get("etag", "") for r, e in zip(resources, entries)}
         return WriteOutcome(created, changed, versions)
 
     def _version(self, resource_type: str, id: str) -> str | None:

@@ -31,8 +31,22 @@ def _ureg():  # type: ignore[no-untyped-def]
 
 
 def warm_up() -> None:
-    """Load the UCUM registry (a few seconds) ahead of the first quantity write."""
-    canonical_factor("mg/dL")
+    """Load the UCUM registry (a few seconds) ahead of the first unusual unit."""
+    compute_factor("mg/dL")
+
+
+def _load_common() -> dict[str, tuple[float, str]]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "fhir" / "definitions" / "ucum_common.json"
+    if not path.exists():
+        return {}
+    return {k: (float(v[0]), str(v[1])) for k, v in json.loads(path.read_text()).items()}
+
+
+#: Precomputed factors (scripts/generate_ucum_table.py) so common units never need ucumvert.
+_COMMON = _load_common()
 
 
 @lru_cache(maxsize=4096)
@@ -40,8 +54,17 @@ def canonical_factor(code: str) -> tuple[float, str] | None:
     """(factor, base-unit code) such that value × factor is the value in base units.
 
     None when the code is not convertible UCUM (or only an annotation like ``{score}``,
-    which is dimensionless: factor 1, code ``1``).
+    which is dimensionless: factor 1, code ``1``). Common units come from a checked-in
+    table; others are computed with ucumvert (loaded on first need).
     """
+    found = _COMMON.get(code)
+    if found is not None:
+        return found
+    return compute_factor(code)
+
+
+def compute_factor(code: str) -> tuple[float, str] | None:
+    """The factor computed by ucumvert (see :func:`canonical_factor`)."""
     if not code or any(a in code for a in _ARBITRARY):
         return None
     stripped = code.strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 
 from service.db.engine import TransactionConflict
 from service.db.schema import INDEX_TABLES, resource, resource_version
@@ -84,6 +84,20 @@ class ResourceRepository:
             stmt = stmt.with_for_update()
         row = self.conn.execute(stmt).first()
         return StoredVersion(*row) if row else None
+
+    def current_many(self, refs: Sequence[tuple[str, str]], *, for_update: bool = False) -> dict[tuple[str, str], StoredVersion]:
+        """Current versions of many (type, id) pairs in one query (a transaction's updates)."""
+        out: dict[tuple[str, str], StoredVersion] = {}
+        unique = list(dict.fromkeys(refs))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            stmt = select(*_CURRENT_COLS).where(tuple_(resource.c.resource_type, resource.c.id).in_(chunk))
+            if for_update and self.conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            for row in self.conn.execute(stmt).all():
+                v = StoredVersion(*row)
+                out[(v.resource_type, v.id)] = v
+        return out
 
     def current_by_keys(self, res_keys: Sequence[int]) -> list[StoredVersion]:
         """Current versions for index hits, in the order of ``res_keys``."""

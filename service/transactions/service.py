@@ -242,9 +242,10 @@ class BundleProcessor:
 
         # 2. creates and 3. updates: resolve ids (conditional matches) before rewriting references
         writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
+        known = repo.current_many([(e.resource_type, e.id) for e in writes if e.id is not None], for_update=True)
         for e in writes:
             try:
-                self._resolve_target(conn, repo, e, base_url)
+                self._resolve_target(conn, repo, e, base_url, known)
             except FhirError as exc:
                 raise _with_entry(e, exc) from None
             if e.full_url and e.target_id:
@@ -288,6 +289,7 @@ class BundleProcessor:
             # an update that changes nothing makes no new version (idempotent resends)
             if e.method == "PUT" and not e.skip_write and e.index not in deferred and e.previous is not None and same_content(e.previous, e.resource or {}):
                 e.result, e.skip_write = e.previous, True
+                e.extra["unchanged"] = True
         creates = [e for e in writes if e.method == "POST" and not e.skip_write]
         updates = [e for e in writes if e.method in ("PUT", "PATCH") and not e.skip_write]
         self._flush(conn, creates + updates, stamp_us, None)
@@ -305,7 +307,7 @@ class BundleProcessor:
                 self._read(conn, repo, e, base_url)
         return entries
 
-    def _resolve_target(self, conn: Connection, repo: ResourceRepository, e: Entry, base_url: str) -> None:
+    def _resolve_target(self, conn: Connection, repo: ResourceRepository, e: Entry, base_url: str, known: dict[tuple[str, str], StoredVersion]) -> None:
         """Decide the id each write lands on, and whether it writes at all."""
         if e.method == "POST":
             if e.if_none_exist:
@@ -336,7 +338,7 @@ class BundleProcessor:
                 e.previous = repo.current(e.resource_type, e.target_id, for_update=True)
         else:
             e.target_id = e.id
-            e.previous = repo.current(e.resource_type, e.id or "", for_update=True)
+            e.previous = known.get((e.resource_type, e.id or ""))
         _check_if_match(e.previous, e.if_match, e.resource_type, e.target_id or "")
         if e.if_none_match and e.if_none_match.strip() == "*" and e.previous is not None and not e.previous.deleted:
             raise error(412, "conflict", f"ifNoneMatch * — {e.resource_type}/{e.target_id} already exists.")
@@ -412,16 +414,21 @@ class BundleProcessor:
             item: dict[str, Any] = {}
             response: dict[str, Any] = {"status": e.status}
             v = e.result
-            if "outcome" in e.extra:
+            if "outcome" in e.extra:  # a failed batch entry
                 response["outcome"] = e.extra["outcome"]
-            elif "bundle" in e.extra:
+            elif "bundle" in e.extra:  # a search entry
                 item["resource"] = e.extra["bundle"]
             elif v is not None:
                 if e.method in ("POST", "PUT", "PATCH", "DELETE") and not v.deleted:
                     response["location"] = f"{v.resource_type}/{v.id}/_history/{v.version_id}"
                 response["etag"] = etag(v.version_id)
                 response["lastModified"] = instant(v.last_updated_us)
-                if v.content is not None and not v.deleted and e.status != "304 Not Modified" and (e.method in ("GET", "HEAD") or return_pref == "representation"):
+                if e.extra.get("unchanged"):
+                    response["outcome"] = operation_outcome(
+                        [Issue("informational", "Unchanged: the resource already had this content; no new version.", "information")]
+                    )
+                wants_body = e.method in ("GET", "HEAD") or return_pref == "representation"
+                if v.content is not None and not v.deleted and e.status != "304 Not Modified" and wants_body:
                     item["fullUrl"] = f"{base_url}/{v.resource_type}/{v.id}"
                     item["resource"] = jsonio.fragment(v.content)
             item["response"] = response

@@ -56,6 +56,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable
 
+try:  # import numpy up front: a lazy import racing with the server thread half-initialises it
+    import numpy  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
 from fhirpathpy import compile as fp_compile
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
