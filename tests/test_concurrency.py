@@ -9,9 +9,13 @@ Nothing may answer 5xx. Expectations follow https://hl7.org/fhir/R4/http.html:
 - conditional create (If-None-Exist, and ``POST [type]?criteria``): exactly one 201,
   every other request 200 with the same resource, and exactly one resource exists;
 - conditional update with no prior match: exactly one resource exists afterwards and
-  its history has one version per 2xx answer, numbered 1..n without gaps;
+  its history has one version per 2xx answer, numbered 1..n without gaps. A 409
+  (version conflict, https://hl7.org/fhir/R4/http.html#update) is tolerated here but
+  warned about, and the 409'd requests are retried once and must then succeed;
 - ``PUT`` with ``If-Match: W/"1"``: exactly one 200, the rest 412 OperationOutcome;
-- plain concurrent ``PUT``: every update succeeds and none is lost.
+- plain concurrent ``PUT``: every update succeeds (200, no 409) and none is lost;
+- beyond the brief: update-as-create with ``If-None-Match: *``, concurrent JSON Patches
+  (none lost) and concurrent DELETEs (one deletion version).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Answer:
 def race_server(backend: str, databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     workers = 4 if backend == "postgresql" else 2
     server = start_server(databases.url(backend, "race"), tmp_path_factory.mktemp("race"), workers=workers)
-    # every worker must be up before the races start: hit the server until it answers steadily
+    # warm the workers up (first-request imports) before the races start
     with httpx.Client(timeout=TIMEOUT) as c:
         for _ in range(4 * workers):
             assert c.get(server.base + "/metadata", headers=FHIR).status_code == 200

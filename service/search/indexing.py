@@ -323,13 +323,56 @@ def compile_params(reg: SearchParamRegistry, resource_type: str) -> tuple[Compil
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class IndexPlan:
+    """A type's parameters arranged for a fast walk: by the top-level key they start with.
+
+    A resource has a dozen keys while its type has dozens of parameters; looking up the
+    parameters per present key skips every parameter that cannot produce a value.
+    """
+
+    params: tuple[CompiledParam, ...]
+    #: first key → [(param index, path)]
+    by_key: dict[str, tuple[tuple[int, CompiledPath], ...]]
+    #: parameters evaluated whatever the keys (root-level composites, deceased …)
+    always: tuple[tuple[int, CompiledPath], ...]
+
+
+def _choice_prefix(key: str) -> str:
+    for i, ch in enumerate(key):
+        if ch.isupper():
+            return key[:i]
+    return key
+
+
+def build_plan(params: tuple[CompiledParam, ...]) -> IndexPlan:
+    by_key: dict[str, list[tuple[int, CompiledPath]]] = {}
+    always: list[tuple[int, CompiledPath]] = []
+    for i, param in enumerate(params):
+        if param.type == "composite":
+            always.extend((i, p) for p in param.paths)
+            continue
+        for path in param.paths:
+            key = path.first_key
+            if key is None:
+                always.append((i, path))
+            else:
+                by_key.setdefault(key, []).append((i, path))
+    return IndexPlan(params, {k: tuple(v) for k, v in by_key.items()}, tuple(always))
+
+
 @lru_cache(maxsize=None)
-def _compiled(resource_type: str, generation: int) -> tuple[CompiledParam, ...]:
-    return compile_params(registry(), resource_type)
+def _plan(resource_type: str, generation: int, registry_id: int) -> IndexPlan:
+    return build_plan(compile_params(registry(), resource_type))
+
+
+def plan_for(resource_type: str) -> IndexPlan:
+    reg = registry()
+    return _plan(resource_type, reg.generation, id(reg))
 
 
 def compiled_params(resource_type: str) -> tuple[CompiledParam, ...]:
-    return _compiled(resource_type, registry().generation)
+    return plan_for(resource_type).params
 
 
 def indexed_params(resource_type: str) -> frozenset[str]:
@@ -365,78 +408,106 @@ def _component_rows(ctype: str, values: list[Any]) -> list[dict[str, Any]]:
 
 def index_resource(resource_type: str, resource: dict[str, Any]) -> IndexRows:
     """All index rows for ``resource`` (without res_key/resource_type: the writer adds them)."""
+    plan = plan_for(resource_type)
+    values_by_param: dict[int, list[Any]] = {}
+    seen_keys: set[str] = set()
+    for key in resource:
+        for k in (key, _choice_prefix(key)):
+            if k in seen_keys:
+                continue
+            seen_keys.add(k)
+            for i, path in plan.by_key.get(k, ()):
+                found = list(path.values(resource))
+                if found:
+                    values_by_param.setdefault(i, []).extend(found)
     rows = IndexRows()
-    for param in compiled_params(resource_type):
-        code = param.code
+    for i, path in plan.always:
+        param = plan.params[i]
         if param.type == "composite":
-            seen_c: set[tuple[Any, ...]] = set()
-            (t1, p1), (t2, p2) = param.components
-            for root in param.paths:
-                for node in root.values(resource) if root.steps else [resource]:
-                    firsts = _component_rows(t1, _relative_values(p1, node))
-                    seconds = _component_rows(t2, _relative_values(p2, node))
-                    for a in firsts:
-                        for b in seconds:
-                            row = {
-                                "param": code,
-                                "c1_system": a.get("system"),
-                                "c1_value": a.get("value"),
-                                "c2_system": b.get("system"),
-                                "c2_value": b.get("value"),
-                                "c2_number": b.get("number"),
-                                "c2_canon_value": b.get("canon_value"),
-                                "c2_canon_code": b.get("canon_code"),
-                                "c2_lo": b.get("lo"),
-                                "c2_hi": b.get("hi"),
-                            }
-                            key = tuple(row.values())
-                            if key not in seen_c:
-                                seen_c.add(key)
-                                rows.composite.append(row)
-            continue
-        values = [v for path in param.paths if (path.first_key is None or path.first_key in resource) for v in path.values(resource)]
-        if not values:
-            continue
-        ptype = param.type
-        if ptype == "token":
-            seen: set[tuple[str | None, str | None]] = set()
-            texts: set[str] = set()
-            for v in values:
-                for system, token in token_values(v):
-                    if (system, token) not in seen:
-                        seen.add((system, token))
-                        rows.token.append({"param": code, "system": system, "value": token})
-                for t in token_texts(v):
-                    texts.add(normalise(t))
-            rows.token_text.extend({"param": code, "text": t} for t in sorted(texts) if t)
-        elif ptype == "string":
-            seen_s: set[str] = set()
-            for v in values:
-                for s in string_values(v):
-                    if s and s not in seen_s:
-                        seen_s.add(s)
-                        rows.string.append({"param": code, "norm": normalise(s), "value": s[:_LEN]})
-        elif ptype == "date":
-            for lo, hi in {r for v in values for r in date_values(v)}:
-                rows.date.append({"param": code, "lo": lo, "hi": hi})
-        elif ptype == "number":
-            for n in {n for v in values for n in number_values(v)}:
-                rows.number.append({"param": code, "value": n})
-        elif ptype == "quantity":
-            for v in values:
-                rows.quantity.extend({"param": code, **q} for q in quantity_values(v))
-        elif ptype == "reference":
-            seen_r: set[tuple[Any, ...]] = set()
-            for v in values:
-                for r in reference_values(v, resource):
-                    key = tuple(r.values())
-                    if key not in seen_r:
-                        seen_r.add(key)
-                        rows.reference.append({"param": code, **r})
-        elif ptype == "uri":
-            for u in {u for v in values for u in uri_values(v)}:
-                rows.uri.append({"param": code, "value": u})
+            _composite_rows(param, path, resource, rows)
+        else:
+            found = list(path.values(resource))
+            if found:
+                values_by_param.setdefault(i, []).extend(found)
+    for i, values in values_by_param.items():
+        _rows_for(plan.params[i], values, resource, rows)
     return rows
+
+
+def _composite_rows(param: CompiledParam, root: CompiledPath, resource: dict[str, Any], rows: IndexRows) -> None:
+    (t1, p1), (t2, p2) = param.components
+    nodes = list(root.values(resource)) if root.steps else [resource]
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        for sub in (p1, p2):
+            key = sub.first_key if sub is not None else None
+            if key is not None and key not in node and not any(k.startswith(key) for k in node):
+                break
+        else:
+            firsts = _component_rows(t1, _relative_values(p1, node))
+            if not firsts:
+                continue
+            seconds = _component_rows(t2, _relative_values(p2, node))
+            for a in firsts:
+                for b in seconds:
+                    rows.composite.append(
+                        {
+                            "param": param.code,
+                            "c1_system": a.get("system"),
+                            "c1_value": a.get("value"),
+                            "c2_system": b.get("system"),
+                            "c2_value": b.get("value"),
+                            "c2_number": b.get("number"),
+                            "c2_canon_value": b.get("canon_value"),
+                            "c2_canon_code": b.get("canon_code"),
+                            "c2_lo": b.get("lo"),
+                            "c2_hi": b.get("hi"),
+                        }
+                    )
+
+
+def _rows_for(param: CompiledParam, values: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
+    code = param.code
+    ptype = param.type
+    if ptype == "token":
+        seen: set[tuple[str | None, str | None]] = set()
+        texts: set[str] = set()
+        for v in values:
+            for system, token in token_values(v):
+                if (system, token) not in seen:
+                    seen.add((system, token))
+                    rows.token.append({"param": code, "system": system, "value": token})
+            for t in token_texts(v):
+                texts.add(normalise(t))
+        rows.token_text.extend({"param": code, "text": t} for t in sorted(texts) if t)
+    elif ptype == "string":
+        seen_s: set[str] = set()
+        for v in values:
+            for s in string_values(v):
+                if s and s not in seen_s:
+                    seen_s.add(s)
+                    rows.string.append({"param": code, "norm": normalise(s), "value": s[:_LEN]})
+    elif ptype == "date":
+        for lo, hi in sorted({r for v in values for r in date_values(v)}):
+            rows.date.append({"param": code, "lo": lo, "hi": hi})
+    elif ptype == "number":
+        for n in sorted({n for v in values for n in number_values(v)}):
+            rows.number.append({"param": code, "value": n})
+    elif ptype == "quantity":
+        for v in values:
+            rows.quantity.extend({"param": code, **q} for q in quantity_values(v))
+    elif ptype == "reference":
+        seen_r: set[tuple[Any, ...]] = set()
+        for v in values:
+            for r in reference_values(v, resource):
+                key = tuple(r.values())
+                if key not in seen_r:
+                    seen_r.add(key)
+                    rows.reference.append({"param": code, **r})
+    elif ptype == "uri":
+        for u in sorted({u for v in values for u in uri_values(v)}):
+            rows.uri.append({"param": code, "value": u})
 
 
 __all__ = ["IndexRows", "index_resource", "indexed_params", "compiled_params", "normalise", "date_range", "parse_reference", "SearchParam"]

@@ -77,8 +77,8 @@ class CompiledPath:
 
     @property
     def first_key(self) -> str | None:
-        """The top-level JSON key the path needs (None when it cannot be told up front)."""
-        if self.steps and self.steps[0].kind == "member":
+        """The top-level JSON key (or choice prefix) the path starts with; None for the root."""
+        if self.steps and self.steps[0].kind in ("member", "choice"):
             return self.steps[0].name
         return None
 

@@ -551,7 +551,8 @@ class Oracle:
         if modifier == "missing":
             want_missing = raw_value == "true"
             if p.type == "composite":
-                present = {rid for rid, rows in self.composite_values(rtype, name).items() if rows}
+                # a composite value exists only where every component has a value
+                present = {rid for rid, rows in self.composite_values(rtype, name).items() if any(all(r) for r in rows)}
             else:
                 present = {rid for rid, vals in self.values(rtype, name).items() if vals}
             return (self.ids(rtype) - present) if want_missing else present
