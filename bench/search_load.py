@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,21 @@ class BenchDB:
     engine: Engine | None = None
     tmpdir: str | None = None
     dbname: str | None = None
-    extra_indexes: list[str] = field(default_factory=list)
+    #: reuse/keep a named database (SQLite: a directory) instead of a throw-away one
+    keep: str | None = None
 
     def __enter__(self) -> "BenchDB":
         if self.backend == "sqlite":
-            self.tmpdir = tempfile.mkdtemp(prefix="trialfhir-search-bench-")
+            if self.keep:
+                Path(self.keep).mkdir(parents=True, exist_ok=True)
+                for old in Path(self.keep).glob("bench.db*"):
+                    old.unlink()
+                self.tmpdir = self.keep
+            else:
+                self.tmpdir = tempfile.mkdtemp(prefix="trialfhir-search-bench-")
             self.url = f"sqlite:///{self.tmpdir}/bench.db"
         else:
-            self.dbname = f"bench_search_{os.getpid()}"
+            self.dbname = self.keep or f"bench_search_{os.getpid()}"
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             try:
                 with admin.connect() as conn:
@@ -64,6 +71,8 @@ class BenchDB:
     def __exit__(self, *exc: Any) -> None:
         if self.engine is not None:
             self.engine.dispose()
+        if self.keep:
+            return
         if self.backend == "sqlite":
             if self.tmpdir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)

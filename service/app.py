@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from service import __version__, errors
 from service.capability.router import router as capability_router
+from service.bulk.router import router as bulk_router
+from service.bulk.service import BulkExports
+from service.bulk.settings import BulkSettings
 from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
@@ -35,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.bulk.start()  # the background export worker of this process
         yield
+        app.state.bulk.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = FhirStore(engine, max_retries=settings.max_retries)
+    app.state.bulk = BulkExports(engine, BulkSettings.from_settings(settings))
     app.state.bundles = BundleProcessor(engine, max_retries=settings.max_retries, max_entries=settings.max_bundle_entries)
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
@@ -54,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(capability_router)
     app.include_router(transaction_router)
     app.include_router(domain_router)
+    app.include_router(bulk_router)  # before rest_router: /fhir/Patient/$export is not a read
     app.include_router(rest_router)
     return app

@@ -22,7 +22,7 @@ from service.endpoints.responses import AcrComponents, AcutePhaseReactant, Eular
 from service.endpoints.result import Computed, NotComputable
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100)
-ACR_SETTINGS = settings(SETTINGS, max_examples=400)  # responders are a minority of random pairs
+ACR_SETTINGS = settings(SETTINGS, max_examples=200)  # responders are a minority of random pairs
 
 
 def value(result):  # type: ignore[no-untyped-def]

@@ -988,6 +988,45 @@ def test_bad_entry_in_the_middle_leaves_the_database_exactly_as_before(client: A
     assert search_total(client, f"Observation?identifier={SYS}|{mark}-o3") == 1
 
 
+def test_a_retried_transaction_is_not_changed_by_its_failed_attempt(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serialization conflict re-runs the transaction (engine.run_in_transaction); the re-run
+    must start from the Bundle as sent, not from what the failed attempt left in memory.
+
+    The conflict is injected once, at the first write, as a concurrent writer would cause it.
+    """
+    from service.storage import repository
+
+    original = repository.ResourceRepository.write_many
+    calls = {"n": 0}
+
+    def conflict_once(self, writes):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise repository.StaleVersionError("Patient", "injected")
+        return original(self, writes)
+
+    mark = unique("retry")
+    p = uid()
+    put(client, pat("retry", id="retry-upd"))
+    monkeypatch.setattr(repository.ResourceRepository, "write_many", conflict_once)
+    r = post_bundle(
+        client,
+        [
+            post_entry(pat(mark), full_url=p, if_none_exist=f"identifier={SYS}|{mark}"),
+            post_entry(obs(p)),
+            put_entry({"resourceType": "Patient", "id": "retry-upd", "link": [{"other": {"reference": p}, "type": "seealso"}]}),
+        ],
+    )
+    assert calls["n"] >= 2, "the injected conflict was not retried"
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    patient = location_ref(out[0])
+    read(client, patient)
+    assert read(client, location_ref(out[1]))["subject"]["reference"] == patient, "the Observation references a Patient that was never created"
+    assert read(client, "Patient/retry-upd")["link"][0]["other"]["reference"] == patient
+    assert search_total(client, f"Patient?identifier={SYS}|{mark}") == 1
+
+
 # --- idempotency -----------------------------------------------------------------------------------
 
 
@@ -1077,15 +1116,22 @@ def test_concurrent_conditional_create_transactions(tx_race_server: LiveServer) 
     assert live_total(tx_race_server, f"Patient?identifier={psys}|") == 20
     assert live_total(tx_race_server, f"Observation?identifier={osys}|") == 20 * 8
     # per Patient: one 201 across all clients, the same id everywhere
+    wrong = []
     for k in range(20):
         answers = [(body["entry"][k]["response"]["status"], location_ref(body["entry"][k])) for _, body in results]
         assert sum(1 for s, _ in answers if s.startswith("201")) == 1, answers
         assert all(s.startswith(("200", "201")) for s, _ in answers), answers
         assert len({ref for _, ref in answers}) == 1, answers
-        # every Observation k points at that one Patient
+        # every Observation k points at that one Patient, in the response and in the store
         ref = answers[0][1]
-        for _, body in results:
-            assert body["entry"][20 + k]["resource"]["subject"]["reference"] == ref
+        for i, (seen, body) in enumerate(results):
+            obs_ref = location_ref(body["entry"][20 + k])
+            stored = httpx.get(f"{tx_race_server.base}/{obs_ref}", headers=FHIR, timeout=TIMEOUT).json()
+            subject = stored["subject"]["reference"]
+            if subject != ref or body["entry"][20 + k]["resource"]["subject"]["reference"] != ref:
+                target = httpx.get(f"{tx_race_server.base}/{subject}", headers=FHIR, timeout=TIMEOUT).status_code
+                wrong.append(f"client {i} (answers {seen}): {obs_ref}.subject = {subject} (GET -> {target}), expected {ref}")
+    assert not wrong, f"{len(wrong)} Observations do not reference the Patient of their urn:uuid:\n" + "\n".join(wrong[:10])
 
 
 @pytest.mark.slow

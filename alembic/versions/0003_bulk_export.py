@@ -43,6 +43,7 @@ def upgrade() -> None:
         "bulk_export_key",
         sa.Column("job_id", sa.String(64), primary_key=True),
         sa.Column("res_key", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("new_member", sa.Boolean, nullable=False),
     )
 
 

@@ -253,10 +253,17 @@ def fail(engine: Engine, job_id: str, owner: str, error: dict[str, Any], ttl_sec
     return res.rowcount == 1
 
 
-def release(engine: Engine, job_id: str, owner: str) -> None:
-    """Give a running job back (this process is shutting down or hit a transient error)."""
+def release(engine: Engine, job_id: str, owner: str, *, count_attempt: bool = False) -> None:
+    """Give a running job back for any process to resume.
+
+    A clean shutdown does not use up an attempt (only interruptions nobody handed back
+    and errors do), so restarting servers never fails an export."""
+    j = bulk_export_job.c
+    values: dict[str, Any] = {"owner": None, "lease_until_us": None, "updated_us": now_us()}
+    if not count_attempt:
+        values["attempts"] = j.attempts - 1
     with write_tx(engine) as conn:
-        conn.execute(update(bulk_export_job).where(_mine(job_id, owner)).values(owner=None, lease_until_us=None, updated_us=now_us()))
+        conn.execute(update(bulk_export_job).where(_mine(job_id, owner)).values(**values))
 
 
 def cancel(engine: Engine, job_id: str) -> Job | None:

@@ -25,6 +25,12 @@ not later than T is described exactly; for the others — changed after T, or (w
 ``resource_version`` and evaluates its references itself (:func:`references`). So a
 resource moved to another patient after T, or deleted after T, is exported as it was.
 
+With ``_since``, a patient who joined the Group after ``_since`` (not a member of the
+Group's version at ``_since``) is exported with all of its compartment whatever the
+lastUpdated (``bulk_export_key.new_member``): a registry pulling increments has none of
+that patient's history yet. The IG allows this for Group exports and it is what makes a
+chain of incremental Group exports complete.
+
 The result is materialised once per job into ``bulk_export_key`` (INSERT … SELECT in the
 database for the indexed part, so a cohort of any size never passes through Python) and
 the export then streams those keys in ``res_key`` order.
@@ -139,14 +145,14 @@ def references(resource_type: str, doc: dict[str, Any], codes: Iterable[str]) ->
 
 
 def _insert_ignore(conn: Connection, select_stmt: Any) -> None:
-    """INSERT INTO bulk_export_key SELECT … skipping keys already there."""
+    """INSERT INTO bulk_export_key SELECT (job_id, res_key, new_member) … skipping keys already there."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(bulk_export_key).from_select(["job_id", "res_key"], select_stmt).on_conflict_do_nothing()
+    stmt = dialect.insert(bulk_export_key).from_select(["job_id", "res_key", "new_member"], select_stmt).on_conflict_do_nothing()
     conn.execute(stmt)
 
 
-def _add_keys(conn: Connection, job_id: str, keys: Iterable[int]) -> None:
-    rows = [{"job_id": job_id, "res_key": k} for k in sorted(set(keys))]
+def _add_keys(conn: Connection, job_id: str, keys: Iterable[int], *, new_member: bool = False) -> None:
+    rows = [{"job_id": job_id, "res_key": k, "new_member": new_member} for k in sorted(set(keys))]
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for part in chunks(rows, 1000):
         conn.execute(dialect.insert(bulk_export_key).on_conflict_do_nothing(), part)
@@ -205,6 +211,7 @@ def materialise(
 
     members: list[str] | None
     group_version: StoredVersion | None = None
+    cohorts: list[tuple[list[str] | None, bool]]
     if level == "group":
         assert group_id is not None
         group_version = _current_at(conn, "Group", [group_id], t_us).get(group_id)
@@ -217,13 +224,23 @@ def materialise(
             for pid in outside:
                 scope.issues.append(Issue("not-found", f"patient Patient/{pid} is not a member of Group/{group_id}; it was not exported.", severity="warning"))
             members = [m for m in members if m in allowed]
+        # With _since, patients who joined the Group after it are exported with all their
+        # data (the IG allows it; a registry has none of their history yet). First, so their
+        # keys carry the flag.
+        if since_us is not None:
+            then = _current_at(conn, "Group", [group_id], since_us).get(group_id)
+            before = set(_members(jsonio.loads(then.content or b"{}"), Scope())) if then is not None else set()
+            cohorts = [([m for m in members if m not in before], True), ([m for m in members if m in before], False)]
+        else:
+            cohorts = [(members, False)]
     else:
         members = list(patient_ids) if patient_ids is not None else None
+        cohorts = [(members, False)]
 
     # 1. the Patients themselves (the scan resolves their version at T)
     if members is None:
         if want("Patient"):
-            _insert_ignore(conn, select(literal(job_id), r.res_key).where(r.resource_type == "Patient"))
+            _insert_ignore(conn, select(literal(job_id), r.res_key, literal(False)).where(r.resource_type == "Patient"))
     else:
         existing = _current_at(conn, "Patient", members, t_us, keep_deleted=since_us is not None)
         for pid in members:
@@ -231,30 +248,41 @@ def materialise(
                 scope.issues.append(Issue("not-found", f"Patient/{pid} (a member) does not exist at the export's transactionTime; nothing was exported for it.", severity="warning"))
         scope.patients = len(existing)
         if want("Patient"):
-            _add_keys(conn, job_id, [v.res_key for v in existing.values()])
+            for cohort, new in cohorts:
+                assert cohort is not None
+                _add_keys(conn, job_id, [existing[p].res_key for p in cohort if p in existing], new_member=new)
 
     # 2. the compartment, from the index (resources unchanged since T) ...
     if pairs:
-        base = (
-            select(literal(job_id), x.res_key)
-            .distinct()
-            .join(resource, r.res_key == x.res_key)
-            .where(x.target_type == "Patient", _pairs_condition(pairs), r.last_updated_us <= t_us, r.deleted == false())
-        )
-        if members is None:
-            _insert_ignore(conn, base)
-        else:
-            for part in chunks(sorted(set(members))):
-                _insert_ignore(conn, base.where(x.target_id.in_(part)))
+        for cohort, new in cohorts:
+            base = (
+                select(literal(job_id), x.res_key, literal(new))
+                .distinct()
+                .join(resource, r.res_key == x.res_key)
+                .where(x.target_type == "Patient", _pairs_condition(pairs), r.last_updated_us <= t_us, r.deleted == false())
+            )
+            if cohort is None:
+                _insert_ignore(conn, base)
+            else:
+                for part in chunks(sorted(set(cohort))):
+                    _insert_ignore(conn, base.where(x.target_id.in_(part)))
         # ... and from the version at T for resources changed since (or deleted after _since)
+        new_set = {p for cohort, new in cohorts if new and cohort for p in cohort}
         member_set = set(members) if members is not None else None
         late = _late(conn, sorted(pairs), t_us, since_us)
         for part in chunks(late):
-            hits = []
+            hits: list[int] = []
+            new_hits: list[int] = []
             for key, v in state_at(conn, part, t_us, since_us).items():
                 refs = references(v.resource_type, jsonio.loads(v.content or b"{}"), pairs.get(v.resource_type, ()))
-                if any(rt == "Patient" and rid is not None and (member_set is None or rid in member_set) for rt, rid in refs):
+                patients = {rid for rt, rid in refs if rt == "Patient" and rid is not None}
+                if member_set is not None:
+                    patients &= member_set
+                if patients & new_set:
+                    new_hits.append(key)
+                elif patients:
                     hits.append(key)
+            _add_keys(conn, job_id, new_hits, new_member=True)
             _add_keys(conn, job_id, hits)
 
     # 3. the study's own resources (Group level)
@@ -295,7 +323,7 @@ def materialise(
         prov = resource.alias("prov")
         _insert_ignore(
             conn,
-            select(literal(job_id), x.res_key)
+            select(literal(job_id), x.res_key, literal(False))
             .distinct()
             .join(target, and_(target.c.resource_type == x.target_type, target.c.id == x.target_id))
             .join(k, and_(k.c.res_key == target.c.res_key, k.c.job_id == job_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.bulk.capability import BULK_DATA, SYSTEM_OPERATIONS, TYPE_OPERATIONS
 from service.fhir.resource_types import FHIR_VERSION, RESOURCE_TYPES
 from service.search.indexing import indexed_params
 from service.search.registry import registry
@@ -39,6 +40,7 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "searchParam": params,
+                **({"operation": TYPE_OPERATIONS[rtype]} if rtype in TYPE_OPERATIONS else {}),
             }
         )
     return {
@@ -49,6 +51,7 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
         "kind": "instance",
         "software": {"name": "trialfhir", "version": software_version},
         "implementation": {"description": "trialfhir FHIR R4 server for clinical trials", "url": base_url},
+        "instantiates": [BULK_DATA],
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "application/json"],
         "patchFormat": ["application/json-patch+json", "application/merge-patch+json"],
@@ -59,6 +62,7 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
                 "conditional update/patch/delete are race-free on SQLite and PostgreSQL.",
                 "resource": resources,
                 "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+                "operation": SYSTEM_OPERATIONS,
             }
         ],
     }

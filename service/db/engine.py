@@ -1,11 +1,16 @@
 """Engines and transactions for SQLite and PostgreSQL behind one interface.
 
-Writes run in :func:`write_transaction`, which gives every write the isolation a FHIR
-server needs to be race-free without special cases:
+Writes run in :func:`run_in_transaction`, which makes every write race-free by making
+conflicting writers *queue* rather than fail:
 
-- PostgreSQL: ``SERIALIZABLE``. A conditional create that searches and then inserts
-  cannot interleave with another one doing the same; the loser gets a serialization
-  failure and :func:`run_in_transaction` re-runs it (it then finds the winner's resource).
+- PostgreSQL: READ COMMITTED with explicit locks. A write by id locks the resource's row
+  (``SELECT … FOR UPDATE``), so concurrent updates of one resource run one after the
+  other, each on the latest version. A conditional interaction first takes a transaction
+  advisory lock per search criterion (:func:`lock_criteria`): concurrent conditional
+  creates with the same identifier queue on it, and the second one's search sees the
+  first one's committed resource. Unique-key violations and deadlocks are re-run.
+  (SERIALIZABLE was tried first: under a burst of updates to one resource every waiter
+  but one failed per round, so clients saw 409s; queueing gives them all a 200.)
 - SQLite: ``BEGIN IMMEDIATE`` takes the database write lock up front, so writers queue
   instead of failing on lock upgrade; WAL keeps readers unblocked.
 """
@@ -104,6 +109,18 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+def lock_criteria(conn: Connection, resource_type: str, pairs: list[tuple[str, str]]) -> None:
+    """Serialise conditional interactions on the same criteria (PostgreSQL; SQLite's write
+    lock already does). One advisory lock per ``name=value`` criterion, taken in sorted
+    order so two requests never wait on each other crosswise."""
+    if conn.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    for name, value in sorted(set(pairs)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{resource_type}?{name}={value}"})
+
+
 def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_retries: int = 8) -> T:
     """Run ``work(conn)`` in one write transaction, re-running it on a serialization conflict.
 
@@ -116,7 +133,7 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_r
         try:
             with engine.connect() as conn:
                 if is_postgres(engine):
-                    conn = conn.execution_options(isolation_level="SERIALIZABLE")
+                    conn = conn.execution_options(isolation_level="READ COMMITTED")
                 else:
                     conn = conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():

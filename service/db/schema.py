@@ -237,4 +237,7 @@ bulk_export_key = Table(
     metadata,
     Column("job_id", String(64), primary_key=True),
     Column("res_key", BigInteger, primary_key=True, autoincrement=False),
+    #: exported whatever its lastUpdated: in the compartment of a patient who joined the
+    #: Group after ``_since`` (the registry has none of that patient's history yet)
+    Column("new_member", Boolean, nullable=False),
 )

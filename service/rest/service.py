@@ -3,8 +3,8 @@
 https://hl7.org/fhir/R4/http.html. Every write runs inside one database transaction
 (:func:`service.db.engine.run_in_transaction`): the conditional interactions search and
 write in that same transaction, so N concurrent conditional creates with the same
-criteria leave exactly one resource (SERIALIZABLE on PostgreSQL, the write lock on
-SQLite), and index rows commit with their version or not at all.
+criteria leave exactly one resource (criteria locks and row locks on PostgreSQL, the
+write lock on SQLite; see :mod:`service.db.engine`), and index rows commit with their version or not at all.
 
 This module knows FHIR semantics, not HTTP: it returns :class:`WriteResult` /
 :class:`StoredVersion` and raises :class:`FhirError`; the router turns them into
@@ -177,7 +177,7 @@ class FhirStore:
         return run_in_transaction(self.engine, work, max_retries=self.max_retries)
 
     def _single_match(self, conn: Connection, resource_type: str, query: str, what: str) -> StoredVersion | None:
-        keys = find_matches(conn, resource_type, query, limit=2)
+        keys = find_matches(conn, resource_type, query, limit=2, lock=True)
         if len(keys) > 1:
             raise error(
                 412,

@@ -12,14 +12,18 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, false, select
 
+from service.db.engine import lock_criteria
 from service.db.schema import resource
 from service.fhir.outcome import FhirError, error
 from service.search.query import CONTROL_PARAMS
 from service.search.sql import QueryCompiler, strict_issues
 
 
-def find_matches(conn: Connection, resource_type: str, query: str, *, limit: int = 2, base_url: str | None = None) -> list[int]:
-    """``res_key`` of current, non-deleted resources matching ``query`` (at most ``limit``)."""
+def find_matches(conn: Connection, resource_type: str, query: str, *, limit: int = 2, base_url: str | None = None, lock: bool = False) -> list[int]:
+    """``res_key`` of current, non-deleted resources matching ``query`` (at most ``limit``).
+
+    ``lock`` first takes the criteria's advisory locks (a conditional write; see
+    :func:`service.db.engine.lock_criteria`) and locks the matched rows."""
     pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in CONTROL_PARAMS]
     if not pairs:
         raise error(
@@ -30,10 +34,15 @@ def find_matches(conn: Connection, resource_type: str, query: str, *, limit: int
     compiled = QueryCompiler(base_url).compile(resource_type, pairs)
     if compiled.unknown:
         raise FhirError(400, strict_issues(compiled.unknown))
+    if lock:
+        lock_criteria(conn, resource_type, pairs)
     stmt = (
         select(resource.c.res_key)
         .where(resource.c.resource_type == resource_type, resource.c.deleted == false(), *compiled.conditions)
         .order_by(resource.c.res_key)
         .limit(limit)
     )
-    return [row[0] for row in conn.execute(stmt).all()]
+    keys = [row[0] for row in conn.execute(stmt).all()]
+    if lock and keys and conn.dialect.name == "postgresql":
+        conn.execute(select(resource.c.res_key).where(resource.c.res_key.in_(keys)).with_for_update())
+    return keys

@@ -1,7 +1,7 @@
 """Transactions and batches: https://hl7.org/fhir/R4/http.html#transaction.
 
-A transaction is all or nothing: it runs in one database transaction (SERIALIZABLE on
-PostgreSQL, retried on conflict; the write lock on SQLite). Entries are processed in the
+A transaction is all or nothing: it runs in one database transaction (row and criteria
+locks on PostgreSQL, re-run on deadlock; the write lock on SQLite). Entries are processed in the
 order the spec fixes — DELETE, then POST, then PUT/PATCH, then GET/HEAD — with
 ``fullUrl`` placeholders and conditional references resolved and rewritten everywhere,
 and all writes flushed with one statement per table. Any failure rolls everything back
@@ -222,7 +222,7 @@ class BundleProcessor:
         for e in deletes:
             try:
                 if e.query is not None:
-                    keys = find_matches(conn, e.resource_type, _criteria(e.query, e.resource_type), base_url=base_url)
+                    keys = find_matches(conn, e.resource_type, _criteria(e.query, e.resource_type), base_url=base_url, lock=True)
                     if len(keys) > 1:
                         raise _fail(e, 412, "multiple-matches", f"the criteria '{e.query}' match more than one resource.")
                     e.previous = repo.current_by_keys(keys)[0] if keys else None
@@ -311,7 +311,7 @@ class BundleProcessor:
         """Decide the id each write lands on, and whether it writes at all."""
         if e.method == "POST":
             if e.if_none_exist:
-                keys = find_matches(conn, e.resource_type, _criteria(e.if_none_exist, e.resource_type), base_url=base_url)
+                keys = find_matches(conn, e.resource_type, _criteria(e.if_none_exist, e.resource_type), base_url=base_url, lock=True)
                 if len(keys) > 1:
                     raise error(412, "multiple-matches", f"ifNoneExist '{e.if_none_exist}' matches more than one resource.")
                 if keys:
@@ -322,7 +322,7 @@ class BundleProcessor:
             e.status = "201 Created"
             return
         if e.query is not None:
-            keys = find_matches(conn, e.resource_type, _criteria(e.query, e.resource_type), base_url=base_url)
+            keys = find_matches(conn, e.resource_type, _criteria(e.query, e.resource_type), base_url=base_url, lock=True)
             if len(keys) > 1:
                 raise error(412, "multiple-matches", f"the criteria '{e.query}' match more than one resource.")
             if keys:

@@ -181,10 +181,11 @@ def _patient(i: int, rng: random.Random, org_ids: list[str], prac_ids: list[str]
 
 
 def _quantity(value: str, code: str, unit: str | None = None, system: str | None = UCUM) -> dict[str, Any]:
+    """A Quantity; without a system it has only the human unit (qty-3: a code needs a system)."""
     q: dict[str, Any] = {"value": Decimal(value), "unit": unit or code}
     if system:
         q["system"] = system
-    q["code"] = code
+        q["code"] = code
     return q
 
 

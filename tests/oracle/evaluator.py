@@ -33,8 +33,9 @@ values are ORed, repeated parameters ANDed):
   le lt∨eq, sa lo≥e, eb hi≤s; times without a zone are UTC;
 - number / quantity: eq v ∈ [x − ½ unit of the last digit, x + ½ unit) (the spec's
   ``100`` = [99.5, 100.5)), gt/lt/ge/le/sa/eb against x, ne ¬eq, ap |v−x| ≤ 10 % |x|;
-  UCUM quantities compare in canonical (pint base) units, ``||code`` matches code or
-  unit literally;
+  UCUM quantities compare in canonical (pint base) units; ``||code`` matches the code
+  or the human unit literally, or (the spec lets the server choose canonical units) a
+  UCUM quantity that converts;
 - reference: ``Type/id``, ``id`` (any target type), absolute URL on this server's base,
   other absolute URLs literally; ``:Type``, ``:identifier``, ``:missing``;
 - uri: equal, ``:below`` (stored starts with search), ``:above`` (search starts with
@@ -804,7 +805,7 @@ def quantity_matcher(value: str) -> Callable[[Typed], bool]:
         raise OracleError(f"bad quantity {value}")
     Decimal(number)
     search_canon_unit = None
-    if system == UCUM and code:
+    if system in (UCUM, None) and code:
         probe = ucum_canonical(Decimal(1), code)
         if probe is not None:
             search_canon_unit = probe[1]
@@ -821,9 +822,17 @@ def quantity_matcher(value: str) -> Callable[[Typed], bool]:
                 return False
             return number_compare(prefix, v, number)
         if system is None:
-            if code not in (qcode, qunit):
+            # "number||code": the code or the human unit equals (spec), or — "the search
+            # processor may choose to perform a search based on canonical units" — a UCUM
+            # quantity that converts
+            if code in (qcode, qunit) and number_compare(prefix, v, number):
+                return True
+            if search_canon_unit is None or qsys != UCUM or not isinstance(qcode, str):
                 return False
-            return number_compare(prefix, v, number)
+            stored = ucum_canonical(v, qcode)
+            if stored is None or stored[1] != search_canon_unit:
+                return False
+            return number_compare(prefix, stored[0], number, lambda d: ucum_canonical(d, code)[0])
         if search_canon_unit is not None and qsys == UCUM and isinstance(qcode, str):
             stored = ucum_canonical(v, qcode)
             if stored is not None:

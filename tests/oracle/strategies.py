@@ -132,7 +132,7 @@ class QueryGen:
             got = self.has(draw, rtype, depth=0)
             if got:
                 return got
-        if kind == "study":
+        if kind == "study" and rtype in ("Observation", "MedicationAdministration"):
             return self.study(draw, rtype)
         return self.simple(draw, rtype)
 
