@@ -125,24 +125,29 @@ def _bundle_response(request: Request, doc: dict) -> Response:
 # --- whole-system --------------------------------------------------------------------------
 
 
-@router.get("/_history", summary="System history")
-async def system_history(request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
-    """All versions of all resources, newest first, paged (https://hl7.org/fhir/R4/http.html#history)."""
+async def _history(request: Request, ctx: RequestContext, path: str, resource_type: str | None, id: str | None) -> Response:
     settings = request.app.state.settings
+    params = _filter_params(request)
     doc = await to_thread.run_sync(
         lambda: history_bundle(
             _store(request).engine,
             base_url=ctx.base_url,
-            path="_history",
-            params=_filter_params(request),
-            resource_type=None,
-            id=None,
+            path=path,
+            params=params,
+            resource_type=resource_type,
+            id=id,
             default_count=settings.default_page_size,
             max_count=settings.max_page_size,
             now_us=now_us(),
         )
     )
     return _bundle_response(request, doc)
+
+
+@router.get("/_history", summary="System history")
+async def system_history(request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
+    """All versions of all resources, newest first, paged (https://hl7.org/fhir/R4/http.html#history)."""
+    return await _history(request, ctx, "_history", None, None)
 
 
 # --- type level ------------------------------------------------------------------------------
@@ -152,21 +157,7 @@ async def system_history(request: Request, ctx: RequestContext = Depends(request
 async def type_history(resource_type: str, request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
     """All versions of all resources of one type, newest first, paged."""
     check_type(resource_type)
-    settings = request.app.state.settings
-    doc = await to_thread.run_sync(
-        lambda: history_bundle(
-            _store(request).engine,
-            base_url=ctx.base_url,
-            path=f"{resource_type}/_history",
-            params=_filter_params(request),
-            resource_type=resource_type,
-            id=None,
-            default_count=settings.default_page_size,
-            max_count=settings.max_page_size,
-            now_us=now_us(),
-        )
-    )
-    return _bundle_response(request, doc)
+    return await _history(request, ctx, f"{resource_type}/_history", resource_type, None)
 
 
 async def _search(
@@ -280,21 +271,7 @@ def _query_string(request: Request) -> str:
 async def instance_history(resource_type: str, id: str, request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
     """Every version of one resource, newest first."""
     check_type(resource_type)
-    settings = request.app.state.settings
-    doc = await to_thread.run_sync(
-        lambda: history_bundle(
-            _store(request).engine,
-            base_url=ctx.base_url,
-            path=f"{resource_type}/{id}/_history",
-            params=_filter_params(request),
-            resource_type=resource_type,
-            id=id,
-            default_count=settings.default_page_size,
-            max_count=settings.max_page_size,
-            now_us=now_us(),
-        )
-    )
-    return _bundle_response(request, doc)
+    return await _history(request, ctx, f"{resource_type}/{id}/_history", resource_type, id)
 
 
 @router.get("/{resource_type}/{id}/_history/{version_id}", summary="Version read (vread)")

@@ -300,27 +300,25 @@ class ResourceRepository:
         Paged by keyset on ``seq`` (``before_seq`` is the last seq of the previous page),
         so pages stay correct while new versions are written.
         """
-        stmt = select(*_VERSION_COLS)
-        if resource_type is not None:
-            stmt = stmt.where(resource_version.c.resource_type == resource_type)
-        if id is not None:
-            stmt = stmt.where(resource_version.c.id == id)
-        if since_us is not None:
-            stmt = stmt.where(resource_version.c.last_updated_us >= since_us)
+        stmt = self._history_filter(select(*_VERSION_COLS), resource_type, id, since_us)
         if before_seq is not None:
             stmt = stmt.where(resource_version.c.seq < before_seq)
         stmt = stmt.order_by(resource_version.c.seq.desc()).limit(limit)
         return [StoredVersion(*r) for r in self.conn.execute(stmt).all()]
 
     def history_count(self, *, resource_type: str | None, id: str | None, since_us: int | None) -> int:
-        stmt = select(func.count()).select_from(resource_version)
+        stmt = self._history_filter(select(func.count()).select_from(resource_version), resource_type, id, since_us)
+        return int(self.conn.execute(stmt).scalar_one())
+
+    @staticmethod
+    def _history_filter(stmt, resource_type: str | None, id: str | None, since_us: int | None):  # type: ignore[no-untyped-def]
         if resource_type is not None:
             stmt = stmt.where(resource_version.c.resource_type == resource_type)
         if id is not None:
             stmt = stmt.where(resource_version.c.id == id)
         if since_us is not None:
             stmt = stmt.where(resource_version.c.last_updated_us >= since_us)
-        return int(self.conn.execute(stmt).scalar_one())
+        return stmt
 
 
 class StaleVersionError(TransactionConflict):
