@@ -43,7 +43,7 @@ def fhir_base(request: Request, configured: str) -> str:
     return f"{root}/fhir"
 
 
-def request_context(request: Request) -> RequestContext:
+async def request_context(request: Request) -> RequestContext:
     """FastAPI dependency: the context of this request (see module docstring)."""
     state = request.app.state
     rid = getattr(request.state, "request_id", None) or uuid.uuid4().hex

@@ -65,6 +65,39 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     return _render(request, 400 if _is_fhir(request) else 422, issues or [Issue("invalid", "invalid request")])
 
 
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """The database is unreachable, restarting, full or read-only: 503, retry later.
+
+    Only connection-level failures get here as 503; nothing was written (the transaction
+    rolled back). Other database errors are bugs and fall through to the 500 handler."""
+    from sqlalchemy.exc import DBAPIError
+
+    assert isinstance(exc, DBAPIError)
+    if not _is_unavailable(exc):
+        return await unexpected_error_handler(request, exc)
+    rid = getattr(request.state, "request_id", "-")
+    log.warning("database unavailable", extra={"request_id": rid, "error": type(exc.orig).__name__ if exc.orig else type(exc).__name__})
+    return _render(request, 503, [Issue("transient", "The database is unavailable right now; nothing was stored. Retry shortly.")], {"Retry-After": "2"})
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            sqlstate.startswith(("08", "53", "57P"))  # connection, insufficient resources, operator intervention
+            or sqlstate == "25006"  # read-only transaction
+            or any(t in text for t in ("readonly database", "read-only", "disk i/o", "database or disk is full", "unable to open", "connection"))
+        )
+    return False
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     rid = getattr(request.state, "request_id", "-")
     log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
@@ -79,4 +112,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, fhir_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    from sqlalchemy.exc import DBAPIError
+
+    app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -118,3 +118,20 @@ def test_bad_search_values(client) -> None:
 def test_if_match_garbage(client) -> None:
     pid = client.post("/fhir/Patient", json=patient("y"), headers=FHIR_JSON).json()["id"]
     _assert_outcome(client.put(f"/fhir/Patient/{pid}", json=patient("y", id=pid), headers={**FHIR_JSON, "If-Match": "banana"}), 400)
+
+
+def test_unreachable_database_is_503_not_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.config import Settings
+
+    app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp_path}/missing-dir/x.db", run_migrations=False))
+    with TestClient(app) as c:
+        r = c.get("/fhir/Patient/x")
+        _assert_outcome(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "2"
+        r = c.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)
+        _assert_outcome(r, 503)
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200

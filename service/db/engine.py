@@ -67,7 +67,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            if conn.get_execution_options().get(WRITE_OPTION):
+            options = conn.get_execution_options()
+            if options.get("isolation_level") == "AUTOCOMMIT":
+                return  # single-statement reads: no transaction needed
+            if options.get(WRITE_OPTION):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.exec_driver_sql("BEGIN")
@@ -77,9 +80,19 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per request. A connection that died with a
+        # database restart fails once, SQLAlchemy then invalidates the whole pool, and the
+        # request is answered 503 (service.errors); the next ones reconnect.
         pool_recycle=1800,
     )
+
+
+@contextmanager
+def single_read(engine: Engine) -> Iterator[Connection]:
+    """A connection for one statement (a read by id): no BEGIN/COMMIT round trips."""
+    active_engine.set(engine)
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -41,7 +41,7 @@ FHIR_JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_format(request: Request) -> None:
+async def check_format(request: Request) -> None:
     """Dependency of every FHIR route: 406 unless the client can take FHIR JSON."""
     negotiate(request.headers.get("accept"), request.query_params.get("_format"))
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
 
-from service.db.engine import read_transaction, run_in_transaction
+from service.db.engine import run_in_transaction, single_read
 from service.fhir import jsonio
 from service.fhir.http import instant
 from service.fhir.outcome import FhirError, error
@@ -195,7 +195,7 @@ class FhirStore:
     def read(self, resource_type: str, id: str) -> StoredVersion:
         """https://hl7.org/fhir/R4/http.html#read — 404 unknown, 410 deleted."""
         check_type(resource_type)
-        with read_transaction(self.engine) as conn:
+        with single_read(self.engine) as conn:
             found = ResourceRepository(conn).current(resource_type, id)
         if found is None:
             raise error(404, "not-found", f"{resource_type}/{id} does not exist.")
@@ -210,7 +210,7 @@ class FhirStore:
         check_type(resource_type)
         if not version.isdigit():
             raise error(404, "not-found", f"{resource_type}/{id} has no version '{version}'.")
-        with read_transaction(self.engine) as conn:
+        with single_read(self.engine) as conn:
             found = ResourceRepository(conn).version(resource_type, id, int(version))
         if found is None:
             raise error(404, "not-found", f"{resource_type}/{id} has no version {version}.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
 
 from service.db.engine import TransactionConflict
 from service.db.schema import INDEX_TABLES, resource, resource_version
@@ -69,6 +69,11 @@ class PendingWrite:
     index: dict[str, list[dict]] | None
 
 
+#: Built once: the hot read path should not rebuild its statement on every request.
+_CURRENT_BY_ID = select(*_CURRENT_COLS).where(resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid"))
+_CURRENT_BY_ID_LOCKED = _CURRENT_BY_ID.with_for_update()
+
+
 class ResourceRepository:
     """SQL for the FHIR interactions of https://hl7.org/fhir/R4/http.html."""
 
@@ -79,10 +84,8 @@ class ResourceRepository:
 
     def current(self, resource_type: str, id: str, *, for_update: bool = False) -> StoredVersion | None:
         """The current version (deleted or not) — https://hl7.org/fhir/R4/http.html#read."""
-        stmt = select(*_CURRENT_COLS).where(resource.c.resource_type == resource_type, resource.c.id == id)
-        if for_update and self.conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).first()
+        stmt = _CURRENT_BY_ID_LOCKED if for_update and self.conn.dialect.name == "postgresql" else _CURRENT_BY_ID
+        row = self.conn.execute(stmt, {"rt": resource_type, "rid": id}).first()
         return StoredVersion(*row) if row else None
 
     def current_many(self, refs: Sequence[tuple[str, str]], *, for_update: bool = False) -> dict[tuple[str, str], StoredVersion]:
