@@ -69,7 +69,15 @@ class PendingWrite:
     index: dict[str, list[dict]] | None
 
 
-#: Built once: the hot read path should not rebuild its statement on every request.
+#: Built once: the hot paths should not rebuild their statements on every request.
+_INSERT_RESOURCE_RETURNING = insert(resource).returning(resource.c.res_key, sort_by_parameter_order=True)
+_INSERT_VERSION = insert(resource_version)
+_INSERT_INDEX = {t.name: insert(t) for t in INDEX_TABLES}
+_UPDATE_CURRENT = (
+    update(resource)
+    .where(resource.c.res_key == bindparam("k"), resource.c.version_id == bindparam("expected"))
+    .values(version_id=bindparam("v"), last_updated_us=bindparam("lu"), deleted=bindparam("del"), content=bindparam("c"))
+)
 _CURRENT_BY_ID = select(*_CURRENT_COLS).where(resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid"))
 _CURRENT_BY_ID_LOCKED = _CURRENT_BY_ID.with_for_update()
 
@@ -210,7 +218,7 @@ class ResourceRepository:
         fresh = [i for i, w in enumerate(writes) if w.previous is None]
         if fresh:
             result = self.conn.execute(
-                insert(resource).returning(resource.c.res_key, sort_by_parameter_order=True),
+                _INSERT_RESOURCE_RETURNING,
                 [
                     {
                         "resource_type": writes[i].resource_type,
@@ -229,14 +237,13 @@ class ResourceRepository:
             if w.previous is None:
                 continue
             res = self.conn.execute(
-                update(resource)
-                .where(resource.c.res_key == w.previous.res_key, resource.c.version_id == w.previous.version_id)
-                .values(version_id=w.version_id, last_updated_us=w.last_updated_us, deleted=w.content is None, content=w.content)
+                _UPDATE_CURRENT,
+                {"k": w.previous.res_key, "expected": w.previous.version_id, "v": w.version_id, "lu": w.last_updated_us, "del": w.content is None, "c": w.content},
             )
             if res.rowcount != 1:
                 raise StaleVersionError(w.resource_type, w.id)
         self.conn.execute(
-            insert(resource_version),
+            _INSERT_VERSION,
             [
                 {
                     "res_key": keys[i],
@@ -266,9 +273,8 @@ class ResourceRepository:
                         row["res_key"] = keys[i]
                         row["resource_type"] = w.resource_type
                     bucket.extend(rows)
-        tables = {t.name: t for t in INDEX_TABLES}
         for name, rows in by_table.items():
-            self.conn.execute(insert(tables[name]), rows)
+            self.conn.execute(_INSERT_INDEX[name], rows)
         return [
             StoredVersion(keys[i], w.resource_type, w.id, w.version_id, w.last_updated_us, w.content is None, w.content, w.method)  # type: ignore[arg-type]
             for i, w in enumerate(writes)
