@@ -6,7 +6,7 @@ Three layers, cheapest and most informative first:
    the official specification. It knows exactly the R4 types and elements, so R4B/R5-only
    types and elements are refused, and it accepts every valid official R4 example
    (fhir.resources' R4B models refuse 61 valid ones: its ``_valueX``-in-extension bug
-   #204 and the R4-only types R4B dropped; ``tests/test_validation_corpus.py`` runs the
+   #204 and the R4-only types R4B dropped; ``tests/test_examples_corpus.py`` runs the
    corpus through both and pins the difference);
 2. rules fhirkit does not check: the id format (``[A-Za-z0-9\\-.]{1,64}``), empty objects
    (ele-1), and extensions with neither value nor children (ext-1);
