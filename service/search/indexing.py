@@ -267,8 +267,8 @@ def reference_values(value: Any, resource: dict[str, Any]) -> Iterator[dict[str,
             for contained in resource.get("contained") or []:
                 if isinstance(contained, dict) and contained.get("id") == ref[1:]:
                     row["target_type"] = contained.get("resourceType")
-    elif row["ident_value"] is None:
-        return
+    elif row["ident_value"] is None and not isinstance(value.get("display"), str):
+        return  # a display-only Reference is present (for :missing) but matches no target
     if row["target_type"] is None and isinstance(value.get("type"), str):
         row["target_type"] = value["type"]
     yield row
@@ -287,15 +287,29 @@ class CompiledParam:
     code: str
     type: str
     paths: tuple[CompiledPath, ...]
-    #: for composites: (type, compiled sub-path) of each component
-    components: tuple[tuple[str, CompiledPath | None], ...] = ()
+    #: for composites: (type, compiled sub-paths) of each component
+    components: tuple[tuple[str, tuple[CompiledPath, ...]], ...] = ()
 
 
-def _compile_relative(expression: str, resource_type: str) -> CompiledPath | None:
+_IDENTITY = CompiledPath(())
+
+
+def _compile_relative(expression: str, resource_type: str) -> tuple[CompiledPath, ...] | None:
+    """A component's expression (relative to the composite's node); unions allowed.
+
+    ``()`` … ``$this`` is the node itself; None when a member cannot be compiled."""
+    from service.search.registry import split_union
+
     expr = expression.strip()
     if expr in ("", "$this"):
-        return None
-    return compile_path(f"{resource_type}.{expr}", resource_type)
+        return (_IDENTITY,)
+    out = []
+    for part in split_union(expr):
+        compiled = compile_path(f"{resource_type}.{part}", resource_type)
+        if compiled is None:
+            return None
+        out.append(compiled)
+    return tuple(out)
 
 
 def compile_params(reg: SearchParamRegistry, resource_type: str) -> tuple[CompiledParam, ...]:
@@ -307,13 +321,14 @@ def compile_params(reg: SearchParamRegistry, resource_type: str) -> tuple[Compil
             roots = tuple(p for p in (compile_path(part, resource_type) for part in param.paths) if p is not None)
             if any(part.strip() == resource_type for part in param.paths):
                 roots = (CompiledPath(()),) + roots
-            comps: list[tuple[str, CompiledPath | None]] = []
+            comps: list[tuple[str, tuple[CompiledPath, ...]]] = []
             for definition, expr in param.components:
                 ctype = reg.type_of_url(definition)
-                if ctype is None:
+                sub = _compile_relative(expr, resource_type)
+                if ctype is None or sub is None:
                     comps = []
                     break
-                comps.append((ctype, _compile_relative(expr, resource_type)))
+                comps.append((ctype, sub))
             if roots and len(comps) == 2:
                 out.append(CompiledParam(code, "composite", roots, tuple(comps)))
             continue
@@ -380,12 +395,13 @@ def indexed_params(resource_type: str) -> frozenset[str]:
     return frozenset([p.code for p in compiled_params(resource_type)] + ["_id", "_lastUpdated"])
 
 
-def _relative_values(path: CompiledPath | None, node: Any) -> list[Any]:
-    if path is None:
-        return [node]
+def _relative_values(paths: tuple[CompiledPath, ...], node: Any) -> list[Any]:
     if not isinstance(node, dict):
         return []
-    return list(path.values(node))
+    out: list[Any] = []
+    for path in paths:
+        out.extend([node] if not path.steps else path.values(node))
+    return out
 
 
 def _component_rows(ctype: str, values: list[Any]) -> list[dict[str, Any]]:
@@ -441,8 +457,8 @@ def _composite_rows(param: CompiledParam, root: CompiledPath, resource: dict[str
         if not isinstance(node, dict):
             continue
         for sub in (p1, p2):
-            key = sub.first_key if sub is not None else None
-            if key is not None and key not in node and not any(k.startswith(key) for k in node):
+            keys = [p.first_key for p in sub]
+            if None not in keys and not any(k in node or any(n.startswith(k) for n in node) for k in keys):
                 break
         else:
             firsts = _component_rows(t1, _relative_values(p1, node))

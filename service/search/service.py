@@ -245,7 +245,7 @@ def _includes(conn: Connection, matched: list[StoredVersion], params: list[tuple
             if not keys:
                 continue
             stmt = select(r.target_type, r.target_id).where(
-                r.resource_type == source_type, r.param.in_(_reference_params(source_type, code)), r.res_key.in_(keys), r.target_id.is_not(None)
+                r.resource_type == source_type, r.param.in_(_reference_params(source_type, code)), r.res_key.in_(keys), r.target_id.is_not(None), r.url.is_(None)
             )
             if target:
                 stmt = stmt.where(r.target_type == target)
@@ -263,6 +263,7 @@ def _includes(conn: Connection, matched: list[StoredVersion], params: list[tuple
                 r.resource_type == source_type,
                 r.param.in_(_reference_params(source_type, code)),
                 tuple_(r.target_type, r.target_id).in_(targets),
+                r.url.is_(None),
             )
             found.extend(ResourceRepository(conn).current_by_keys(sorted({row[0] for row in conn.execute(stmt).all()})))
         new = []
@@ -288,7 +289,7 @@ def _compartment_condition(compartment: tuple[str, str], resource_type: str) -> 
         raise error(404, "not-found", f"{resource_type} is not in the {ctype} compartment.")
     r = idx_reference.c
     return resource.c.res_key.in_(
-        select(r.res_key).where(r.resource_type == resource_type, r.param.in_(codes), r.target_type == ctype, r.target_id == cid)
+        select(r.res_key).where(r.resource_type == resource_type, r.param.in_(codes), r.target_type == ctype, r.target_id == cid, r.url.is_(None))
     )
 
 
@@ -363,8 +364,10 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
         included = _includes(conn, matched, params) if matched else []
 
     path = rtype if req.compartment is None else f"{req.compartment[0]}/{req.compartment[1]}/{rtype}"
-    shown = [(k, v) for k, v in params if k != "_cursor"]
-    links = [("self", page_url(req.base_url, path, params))]
+    ignored = {name for issue in compiled.unknown for name in issue.expression}
+    used = [(k, v) for k, v in params if k not in ignored]
+    shown = [(k, v) for k, v in used if k != "_cursor"]
+    links = [("self", page_url(req.base_url, path, used))]
     if next_cursor:
         links.append(("next", page_url(req.base_url, path, shown, _cursor=next_cursor)))
     entries = []

@@ -54,7 +54,7 @@ from service.fhir.outcome import Issue, error
 from service.search.indexing import date_range, indexed_params, normalise, parse_reference
 from service.search.query import CONTROL_PARAMS, split_token, split_values
 from service.search.registry import SearchParam, registry
-from service.search.ucum import UCUM_SYSTEM, canonical
+from service.search.ucum import UCUM_SYSTEM, canonical, round_sig
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _LEGACY = ((">=", "ge"), ("<=", "le"), (">", "gt"), ("<", "lt"))
@@ -184,6 +184,8 @@ class QueryCompiler:
             "reference": idx_reference, "uri": idx_uri, "composite": idx_composite,
         }[param.type]
         has = resource.c.res_key.in_(self._keys(table, param, true()))
+        if param.type == "token":  # a CodeableConcept with only text is present too
+            has = or_(has, resource.c.res_key.in_(self._keys(idx_token_text, param, true())))
         return not_(has) if wanted == "true" else has
 
     # --- _id, _lastUpdated ---------------------------------------------------------------------
@@ -191,12 +193,14 @@ class QueryCompiler:
     def _id(self, modifier: str | None, values: tuple[str, ...]) -> ColumnElement[bool]:
         if modifier not in (None, "not", "missing"):
             raise Unsupported(f"Modifier ':{modifier}' is not supported for _id; it was not applied.")
-        if modifier == "missing":
-            return false() if values and values[0] == "true" else true()
+        if modifier == "missing":  # every resource has an id
+            return false() if values and values[0].lower() == "true" else true()
         match = resource.c.id.in_([_unescape(v) for v in values])
         return not_(match) if modifier == "not" else match
 
     def _last_updated(self, modifier: str | None, values: tuple[str, ...]) -> ColumnElement[bool]:
+        if modifier == "missing":  # every resource has a lastUpdated
+            return false() if values and values[0].lower() == "true" else true()
         if modifier is not None:
             raise Unsupported(f"Modifier ':{modifier}' is not supported for _lastUpdated; it was not applied.")
         col = resource.c.last_updated_us
@@ -287,6 +291,8 @@ class QueryCompiler:
 
     @staticmethod
     def _compare(prefix: str, col, x: float, lo: float, hi: float) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
+        if prefix in ("eq", "ne") and not lo < hi:  # beyond float precision: the value itself
+            return col == x if prefix == "eq" else col != x
         if prefix == "eq":
             return and_(col >= lo, col < hi)
         if prefix == "ne":
@@ -310,7 +316,7 @@ class QueryCompiler:
             conds.append(self._compare(prefix, idx_number.c.value, x, lo, hi))
         return self._in(idx_number, param, or_(*conds))
 
-    def quantity_condition(self, v: str, value_col, canon_col, canon_code_col, system_col, code_col) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
+    def quantity_condition(self, v: str, value_col, canon_col, canon_code_col, system_col, code_col, unit_col=None) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
         prefix, text = split_prefix(v)
         parts = [_unescape(p) for p in re.split(r"(?<!\\)\|", text)]
         number = parts[0]
@@ -320,21 +326,26 @@ class QueryCompiler:
         if code is not None and (system in (None, UCUM_SYSTEM)):
             canon = canonical(x, UCUM_SYSTEM, code)
             if canon is not None:
-                factor = canon[0] / x if x else canonical(1.0, UCUM_SYSTEM, code)[0]  # type: ignore[index]
-                cx, clo, chi = x * factor, lo * factor, hi * factor
+                factor = canonical(1.0, UCUM_SYSTEM, code)[0]  # type: ignore[index]
+                cx, clo, chi = (round_sig(v * factor) for v in (x, lo, hi))
                 if factor < 0:
                     clo, chi = chi, clo
-                return and_(canon_code_col == canon[1], self._compare(prefix, canon_col, cx, clo, chi))
+                by_canon = and_(canon_code_col == canon[1], self._compare(prefix, canon_col, cx, clo, chi))
+                if unit_col is None or system is not None:
+                    return by_canon
+                # without a system, a value whose human unit (or non-UCUM code) is the text matches too
+                return or_(by_canon, and_(canon_col.is_(None), self._compare(prefix, value_col, x, lo, hi), or_(code_col == code, unit_col == code)))
         conds = [self._compare(prefix, value_col, x, lo, hi)]
         if code is not None:
-            conds.append(code_col == code)
+            # number||unit: the code or the human-readable unit (https://hl7.org/fhir/R4/search.html#quantity)
+            conds.append(or_(code_col == code, unit_col == code) if (unit_col is not None and system is None) else code_col == code)
         if system is not None:
             conds.append(system_col == system)
         return and_(*conds)
 
     def _quantity(self, param: SearchParam, modifier: str | None, values: tuple[str, ...]) -> ColumnElement[bool]:
         q = idx_quantity.c
-        conds = [self.quantity_condition(v, q.value, q.canon_value, q.canon_code, q.system, q.code) for v in values]
+        conds = [self.quantity_condition(v, q.value, q.canon_value, q.canon_code, q.system, q.code, q.unit) for v in values]
         return self._in(idx_quantity, param, or_(*conds))
 
     # --- uri -------------------------------------------------------------------------------------------
@@ -375,10 +386,14 @@ class QueryCompiler:
                 cond.append(r.target_version == parts[3])
         else:
             return r.url == text
+        return and_(*cond, self._local(r))
+
+    def _local(self, r) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
+        """A reference to a resource on this server: relative, or absolute on our base."""
         local = r.url.is_(None)
         if self.base_url:
             local = or_(local, r.url.like(_like_escape(self.base_url) + "/%", escape="\\"))
-        return and_(*cond, local)
+        return local
 
     def _reference(self, param: SearchParam, modifier: str | None, values: tuple[str, ...]) -> ColumnElement[bool]:
         r = idx_reference.c
@@ -406,11 +421,12 @@ class QueryCompiler:
         if not targets:
             raise Unsupported(f"No target type of {resource_type}.{name} has a parameter '{tail_name}'; it was not applied.")
         r = idx_reference.c
+        local = self._local(r)
         alternatives = []
         for target in targets:
             inner = self.clause(target, tail, values, depth=depth + 1)
             target_ids = select(resource.c.id).where(resource.c.resource_type == target, resource.c.deleted == false(), inner)
-            alternatives.append(and_(r.target_type == target, r.target_id.in_(target_ids)))
+            alternatives.append(and_(r.target_type == target, r.target_id.in_(target_ids), local))
         return self._in(idx_reference, param, or_(*alternatives))
 
     def _has(self, resource_type: str, raw_name: str, values: tuple[str, ...], depth: int) -> ColumnElement[bool]:
@@ -429,7 +445,7 @@ class QueryCompiler:
         other_keys = select(resource.c.res_key).where(resource.c.resource_type == other_type, resource.c.deleted == false(), inner)
         r = idx_reference.c
         referenced = select(r.target_id).where(
-            r.resource_type == other_type, r.param == ref_param, r.target_type == resource_type, r.res_key.in_(other_keys)
+            r.resource_type == other_type, r.param == ref_param, r.target_type == resource_type, r.res_key.in_(other_keys), self._local(r)
         )
         return resource.c.id.in_(referenced)
 

@@ -84,6 +84,12 @@ def compute_factor(code: str) -> tuple[float, str] | None:
     return float(base.magnitude), ("1" if units == "dimensionless" else units)
 
 
+def round_sig(value: float, digits: int = 12) -> float:
+    """Round to ``digits`` significant digits: unit factors are binary floats, so 12 mg/L
+    and 1.2 mg/dL differ in the 17th digit; both sides of a comparison are rounded alike."""
+    return float(f"{value:.{digits}g}")
+
+
 def canonical(value: float, system: str | None, code: str | None) -> tuple[float, str] | None:
     """The value in UCUM base units, or None when the unit is not UCUM-convertible."""
     if code is None or (system is not None and system != UCUM_SYSTEM):
@@ -92,4 +98,4 @@ def canonical(value: float, system: str | None, code: str | None) -> tuple[float
     if found is None:
         return None
     factor, base = found
-    return value * factor, base
+    return round_sig(value * factor), base

@@ -11,10 +11,11 @@
   ESR (4537-7) in mm/h, tender joint count (88981-6) in {#}, blood pressure panels with
   components, coded and string results, data-absent reasons; effective as dateTime at
   every precision and several time zones, instants, Periods (closed, open-ended,
-  spanning month boundaries); statuses; subjects as relative and absolute references,
-  Groups, or none;
+  spanning month boundaries); statuses; subjects as relative references, absolute
+  references on this server and on another server (same ids), Groups, or none;
 - two ResearchStudies, ResearchSubjects linking Patients to them, AdverseEvents,
-  MedicationAdministrations, Encounters, Conditions and two Groups.
+  MedicationAdministrations, Encounters, Conditions, two Groups and RiskAssessments
+  (the number parameter ``probability``).
 
 ``load_corpus(client, examples_dir)`` PUTs every resource by id (official examples that
 the server refuses are skipped and listed) and reads the store back with unfiltered GET
@@ -222,8 +223,11 @@ def _observation(i: int, rng: random.Random, n_patients: int, prac_ids: list[str
     s = rng.random()
     if s < 0.8:
         body["subject"] = {"reference": f"Patient/syn-pat-{rng.randrange(n_patients):02d}"}
-    elif s < 0.87:
+    elif s < 0.86:
         body["subject"] = {"reference": f"{BASE}/Patient/syn-pat-{rng.randrange(n_patients):02d}"}
+    elif s < 0.89:
+        # the same id on another server: never this server's Patient
+        body["subject"] = {"reference": f"http://other.example.org/fhir/Patient/syn-pat-{rng.randrange(n_patients):02d}"}
     elif s < 0.92:
         body["subject"] = {"reference": "Patient/example"}
     elif s < 0.96:
@@ -335,6 +339,12 @@ def synthetic_resources(seed: int = 20240601, n_patients: int = 40, n_observatio
                     "code": {"coding": [{"system": SNOMED, "code": rng.choice(["69896004", "156370009"])}]},
                     "subject": {"reference": f"Patient/syn-pat-{rng.randrange(n_patients):02d}"},
                     "onsetDateTime": f"20{rng.randint(10, 23)}-0{rng.randint(1, 9)}", "recordedDate": f"2024-01-{rng.randint(10, 28)}"})
+    for n in range(12):
+        out.append({"resourceType": "RiskAssessment", "id": f"syn-risk-{n:02d}", "status": "final",
+                    "subject": {"reference": f"Patient/syn-pat-{rng.randrange(n_patients):02d}"},
+                    "occurrenceDateTime": f"2024-0{rng.randint(1, 6)}-{rng.randint(10, 28)}",
+                    "prediction": [{"outcome": {"text": rng.choice(["Flare within 6 months", "Remission"])},
+                                    "probabilityDecimal": Decimal(rng.choice(["0.05", "0.25", "0.333", "0.8", "0.80", "0.805", "0.85", "1"]))}]})
     out += [_observation(i, rng, n_patients, prac_ids) for i in range(n_observations)]
     return out
 

@@ -12,8 +12,9 @@ Rewrites applied to the official expressions when they are loaded:
   base type name as matching a concrete resource);
 - ``(X as T)`` and ``X.as(T)`` → ``X.ofType(T)`` (``as`` needs a singleton in fhirpathpy,
   e.g. ``(Observation.component.value as Quantity)`` with two components raises);
-- ``X.where(resolve() is T)`` → ``X`` filtered in Python to references that point to a
-  ``T`` (relative ``T/id`` or an absolute URL on this server's base); fhirpathpy has no
+- ``X.where(resolve() is T)`` → ``X`` filtered in Python to references whose URL names
+  a ``T`` (relative ``T/id`` or an absolute ``…/T/id``, here or on another server; the
+  brief's ``reference.startsWith('T/')`` misses absolute URLs); fhirpathpy has no
   ``resolve()``.
 
 Matching rules (per value; a resource matches when any of its values matches, comma
@@ -36,8 +37,11 @@ values are ORed, repeated parameters ANDed):
   UCUM quantities compare in canonical (pint base) units; ``||code`` matches the code
   or the human unit literally, or (the spec lets the server choose canonical units) a
   UCUM quantity that converts;
-- reference: ``Type/id``, ``id`` (any target type), absolute URL on this server's base,
-  other absolute URLs literally; ``:Type``, ``:identifier``, ``:missing``;
+- reference: ``Type/id``, ``id`` (any target type), absolute URL on this server's base;
+  other absolute URLs, ``urn:`` and contained ``#id`` literally (an absolute URL on
+  another server is never this server's resource, also not in chains and ``_has``);
+  ``:Type``, ``:identifier``, ``:missing`` (an element that is present — even a
+  display-only Reference or a text-only CodeableConcept — is not missing);
 - uri: equal, ``:below`` (stored starts with search), ``:above`` (search starts with
   stored);
 - composite ``a$b``: both components matched on the same element;
@@ -323,6 +327,7 @@ def ucum_canonical(value: Decimal, code: str) -> tuple[Decimal, str] | None:
 
 # --- references -----------------------------------------------------------------------------
 
+_ANY_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 _REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
 
 
@@ -425,10 +430,8 @@ class Oracle:
                         tv = _typed(node)
                         if tv is None:
                             continue
-                        if cp.resolve_type is not None:
-                            ref = self.local_ref(tv)
-                            if ref is None or ref[0] != cp.resolve_type:
-                                continue
+                        if cp.resolve_type is not None and self.ref_type(tv) != cp.resolve_type:
+                            continue
                         vals.append(tv)
                 out[rid] = vals
             self._values[key] = out
@@ -479,6 +482,14 @@ class Oracle:
         if not m:
             return None
         return m.group(1), m.group(2), m.group(3)
+
+    def ref_type(self, tv: Typed) -> str | None:
+        """The resource type a Reference points to, on this server or another one
+        (what ``resolve() is T`` tests); None for urn:, contained or identifier-only."""
+        if not isinstance(tv.data, dict) or not isinstance(tv.data.get("reference"), str):
+            return None
+        m = _ANY_REF.search(tv.data["reference"])
+        return m.group(1) if m else None
 
     def local_ref(self, tv: Typed) -> tuple[str, str] | None:
         if not isinstance(tv.data, dict):
@@ -661,8 +672,8 @@ class Oracle:
                 return want_version is None or got[2] == want_version
 
             return rel
-        if "/" in value or ":" in value:
-            # an absolute URL elsewhere (or a canonical): literal comparison
+        if "/" in value or ":" in value or value.startswith("#"):
+            # an absolute URL elsewhere, a urn:, a contained "#id" or a canonical: literal
             def literal(tv: Typed) -> bool:
                 if isinstance(tv.data, str):
                     return tv.data == value or tv.data.split("|")[0] == value

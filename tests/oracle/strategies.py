@@ -28,7 +28,6 @@ MASS_CONC = {"mg/L": Decimal(1), "mg/dL": Decimal(10), "g/L": Decimal(1000), "g/
 OFFSET_UNITS = {"Cel", "[degF]"}
 #: every resource has these (the server does not take :missing on them; see test_search.py)
 NO_MISSING = frozenset({"_id", "_lastUpdated"})
-REFERENCE_TYPES = re.compile(r"^[A-Z][A-Za-z]+$")
 
 
 def esc(text: str) -> str:
@@ -60,6 +59,7 @@ CORE = {
     "AdverseEvent": "study subject date event seriousness actuality category severity recorder",
     "Practitioner": "name family given identifier gender active address-city telecom email communication",
     "Organization": "name identifier type address-city partof active address",
+    "RiskAssessment": "probability subject patient date status",
 }
 
 
@@ -72,6 +72,7 @@ class QueryGen:
         self.types = sorted(t for t, ids in oracle.resources.items() if ids)
         self._flat: dict[tuple[str, str], list[Typed]] = {}
         self._rows: dict[tuple[str, str], list[tuple[list[Typed], ...]]] = {}
+        self._targets: dict[tuple[str, str], list[str]] = {}
 
     # -- parameter tables ----------------------------------------------------------------------
 
@@ -145,35 +146,45 @@ class QueryGen:
                                      "subject:Patient._has:ResearchSubject:individual:study"]))
         return name, value
 
+    def ref_targets(self, rtype: str, code: str) -> list[str]:
+        """Resource types the stored values of reference parameter ``code`` point to."""
+        key = (rtype, code)
+        if key not in self._targets:
+            found = {ref[0] for tv in self.flat(rtype, code) if (ref := self.o.local_ref(tv)) and ref[0] in self.types}
+            self._targets[key] = sorted(found)
+        return self._targets[key]
+
+    def weight(self, rtype: str, code: str) -> int:
+        return 3 if code in CORE.get(rtype, "").split() else 1
+
     def chain(self, draw: Any, rtype: str, depth: int) -> tuple[str, str] | None:
-        options = []
-        for code in self.ref_params(rtype):
-            p = self.reg.get(rtype, code)
-            for t in p.target:  # type: ignore[union-attr]
-                if t in self.types and self.o.resources.get(t):
-                    options.append((code, t, len(p.target) == 1))  # type: ignore[union-attr]
-        # only chains that lead somewhere in the corpus
-        options = [o for o in options if self.flat(rtype, o[0])]
+        options = [
+            (code, target)
+            for code in self.ref_params(rtype)
+            for target in self.ref_targets(rtype, code)
+            for _ in range(self.weight(rtype, code))
+        ]
         if not options:
             return None
-        code, target, single = draw(st.sampled_from(options))
-        typed = not single or draw(st.integers(0, 4)) > 0
+        code, target = draw(st.sampled_from(options))
+        p = self.reg.get(rtype, code)
+        assert p is not None
+        typed = len(p.target) != 1 or draw(st.integers(0, 4)) > 0
         head = f"{code}:{target}" if typed else code
         if depth == 0 and draw(st.integers(0, 3)) == 0:
-            inner = self.chain(draw, target, depth + 1)
-            if inner is None:
-                inner = self.simple(draw, target)
+            inner = self.chain(draw, target, depth + 1) or self.simple(draw, target)
         else:
             inner = self.simple(draw, target)
         return f"{head}.{inner[0]}", inner[1]
 
     def has(self, draw: Any, rtype: str, depth: int) -> tuple[str, str] | None:
-        options = []
-        for src in self.types:
-            for code in self.ref_params(src):
-                p = self.reg.get(src, code)
-                if rtype in p.target and self.flat(src, code):  # type: ignore[union-attr]
-                    options.append((src, code))
+        options = [
+            (src, code)
+            for src in self.types
+            for code in self.ref_params(src)
+            if rtype in self.ref_targets(src, code)
+            for _ in range(self.weight(src, code))
+        ]
         if not options:
             return None
         src, code = draw(st.sampled_from(options))
