@@ -17,7 +17,9 @@ threads (idle threads excluded):
 
 The raw collapsed stacks are kept in ``bench/results/profile-<backend>-<phase>.txt``
 (feed them to any flame-graph tool). ``--gil`` samples only the thread holding the GIL
-(Python CPU time); ``--native`` adds C frames (uvloop, sqlite3, libpq).
+(Python CPU time, the most useful view: waits and idle worker threads drop out);
+``--native`` adds C frames (uvloop, sqlite3, libpq). On a machine shared with other
+work, run it under ``chrt -f 10`` (root) so preemption does not smear the picture.
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ from bench.rest_bench import (
 
 _LINE = re.compile(r":\d+\)$")
 
+# Components a leaf frame is charged to, first match wins: (name, leaf substrings, stack substrings).
+_COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    (
+        "thread hand-off (anyio to_thread / starlette run_in_threadpool: queue, wake-ups)",
+        ("Condition.notify", "Condition.wait", "WorkerThread.run", "(queue.py", "(threading.py", "anyio/"),
+        (),
+    ),
+    ("database driver (sqlite3 / psycopg calls)", ("do_commit", "do_execute", "do_executemany", "do_rollback", "do_ping", "psycopg/"), ()),
+    ("SQLAlchemy Core (statement build, cache key, compile, execution context, pool)", ("sqlalchemy/",), ()),
+    ("trialfhir validation (fhirkit + bindings + ele-1)", ("service/fhir/validation", "service/fhir/bindings"), ()),
+    ("trialfhir search indexing (index_resource)", ("service/search/",), ()),
+    ("trialfhir JSON parse / serialise", ("service/fhir/jsonio", "(json/", "orjson"), ()),
+    ("trialfhir other", ("service/",), ()),
+    ("FastAPI / Starlette (routing, dependencies, middleware, responses)", ("fastapi/", "starlette/"), ()),
+    ("uvicorn + httptools + event loop", ("uvicorn/", "asyncio/", "uvloop"), ()),
+]
+
+
+def component(leaf: str) -> str:
+    for name, needles, _ in _COMPONENTS:
+        if any(n in leaf for n in needles):
+            return name
+    return "other (stdlib: uuid, contextlib, dataclasses, …)"
+
 
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -62,6 +88,7 @@ def analyse(path: Path, requests: int, rate: int, top: int) -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     leaf: collections.Counter[str] = collections.Counter()
     packages: collections.Counter[str] = collections.Counter()
+    components: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -73,6 +100,7 @@ def analyse(path: Path, requests: int, rate: int, top: int) -> None:
         for f in set(frames):
             inclusive[f] += n
         leaf[frames[-1]] += n
+        components[component(frames[-1])] += n
         m = re.search(r"\(([^)]*)\)$", frames[-1])
         where = m.group(1) if m else "?"
         packages[where.split("/")[0] if "/" in where else where] += n
@@ -88,6 +116,9 @@ def analyse(path: Path, requests: int, rate: int, top: int) -> None:
     for frame, n in leaf.most_common(max(10, top // 2)):
         print(f"  {100 * n / total:5.1f}%  {n * per_req:7.3f}  {frame}")
     print("  self time by package: " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in packages.most_common(12)))
+    print(f"  {'share':>6}  {'ms/req':>7}  self time by component")
+    for name, n in components.most_common():
+        print(f"  {100 * n / total:5.1f}%  {n * per_req:7.3f}  {name}")
 
 
 def record(pid: int, out: Path, rate: int, extra: list[str]) -> subprocess.Popen:

@@ -19,7 +19,14 @@ One sequential client on one persistent keep-alive ``http.client.HTTPConnection`
 both identically: a warm-up (not measured), then N sequential creates (POST of a ~600-byte
 lab Observation) timed as a whole for creates/s, then M reads of a sample of the created
 ids, each timed for the median and p95. It prints a table against the targets and always
-exits 0 (it is a report; a missed target is printed as FAIL).
+exits 0 (it is a report; a missed target is printed as FAIL), and writes the numbers to
+``bench/results/rest_bench.json`` (``--json ''`` for none).
+
+Latency on a small machine depends on what else runs there, so each loop also records
+(Linux, from /proc) how much CPU *other* processes used meanwhile — the report warns above
+10% — and the CPU the server itself spent per request, which other load distorts much less.
+``--nice -10`` (root) raises the client's and servers' priority on a shared machine.
+Where the time goes inside trialfhir: :mod:`bench.profile_rest`.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.payload import observation_bytes
@@ -76,6 +83,12 @@ class Measurement:
     #: share of the machine's CPU that other processes used during the create / read loops
     foreign_create: float | None = None
     foreign_read: float | None = None
+    #: CPU seconds the server process used in the create / read loops
+    server_cpu_create: float | None = None
+    server_cpu_read: float | None = None
+    #: CPU seconds the PostgreSQL backends serving the benchmark database used
+    db_cpu_create: float | None = None
+    db_cpu_read: float | None = None
 
     @property
     def creates_per_s(self) -> float:
@@ -92,6 +105,10 @@ class Measurement:
             "read_max_ms": max(self.read_ms),
             "foreign_cpu_create": self.foreign_create,
             "foreign_cpu_read": self.foreign_read,
+            "server_cpu_per_create_ms": None if self.server_cpu_create is None else self.server_cpu_create * 1000 / self.creates,
+            "server_cpu_per_read_ms": None if self.server_cpu_read is None else self.server_cpu_read * 1000 / self.reads,
+            "db_cpu_per_create_ms": None if self.db_cpu_create is None else self.db_cpu_create * 1000 / self.creates,
+            "db_cpu_per_read_ms": None if self.db_cpu_read is None else self.db_cpu_read * 1000 / self.reads,
         }
 
 
@@ -156,7 +173,12 @@ class CpuMeter:
             self.m0 = None
 
     def stop(self) -> float | None:
-        """Foreign CPU as a fraction of the whole machine (all CPUs) over the interval."""
+        """Foreign CPU as a fraction of the whole machine (all CPUs) over the interval.
+
+        Also sets ``server_seconds`` (CPU of the server process) and ``db_seconds`` (CPU of
+        the PostgreSQL backends serving the benchmark database; 0 on SQLite).
+        """
+        self.server_seconds = self.db_seconds = None
         if getattr(self, "m0", None) is None:
             return None
         try:
@@ -169,6 +191,9 @@ class CpuMeter:
         if total <= 0:
             return None
         own = sum(v - self.own0.get(pid, 0) for pid, v in own1.items())
+        app = own1[self.server_pid] - self.own0.get(self.server_pid, 0)
+        self.server_seconds = app / self.tick
+        self.db_seconds = (own - app) / self.tick
         own += (t.user + t.system - self.client0) * self.tick
         foreign = (busy1 - self.m0[1]) - own
         return max(0.0, foreign / total)
@@ -230,6 +255,8 @@ def run_client(
             ids.append(created_id(resp, i))
         create_seconds = perf() - start
         foreign_create = meter.stop() if meter else None
+        cpu_create = meter.server_seconds if meter else None
+        db_create = meter.db_seconds if meter else None
 
         sample = rng.sample(ids, min(read_sample, len(ids)))
         paths = [read_path(sample[i % len(sample)]) for i in range(reads)]
@@ -246,9 +273,14 @@ def run_client(
             read_ms.append((perf() - t0) * 1000)
             _expect(status, 200, label, "GET")
         foreign_read = meter.stop() if meter else None
+        cpu_read = meter.server_seconds if meter else None
+        db_read = meter.db_seconds if meter else None
     finally:
         client.close()
-    return Measurement(label, creates, create_seconds, create_ms, reads, read_ms, foreign_create, foreign_read)
+    return Measurement(
+        label, creates, create_seconds, create_ms, reads, read_ms, foreign_create, foreign_read,
+        cpu_create, cpu_read, db_create, db_read,
+    )
 
 
 def _expect(status: int, wanted: int, label: str, what: str) -> None:
@@ -449,13 +481,22 @@ def print_report(result: dict, args: argparse.Namespace, info: dict) -> None:
         ("create median", "create_median_ms", "ms", None, False),
         ("create p95", "create_p95_ms", "ms", None, False),
         ("read p99", "read_p99_ms", "ms", None, False),
+        ("server CPU per create", "server_cpu_per_create_ms", "ms", None, False),
+        ("server CPU per read", "server_cpu_per_read_ms", "ms", None, False),
     ]
+    if result["backend"] == "postgresql":
+        rows += [
+            ("PG backend CPU / create", "db_cpu_per_create_ms", "ms", None, False),
+            ("PG backend CPU / read", "db_cpu_per_read_ms", "ms", None, False),
+        ]
     header = f"{'metric':<24} | {'trialfhir':>12} | {'baseline':>12} | {'ratio':>7} | {'target':>12} | result"
     print(header)
     print("-" * len(header))
     failed = []
     for label, key, unit, target, higher in rows:
         t, b = tf[key], base[key]
+        if t is None:
+            continue
         ratio = f"{t / b:.2f}x" if b else "-"
         if target is None:
             target_s, verdict = "-", "info"
@@ -465,8 +506,13 @@ def print_report(result: dict, args: argparse.Namespace, info: dict) -> None:
             verdict = "PASS" if ok else "FAIL"
             if not ok:
                 failed.append(label)
-        print(f"{label:<24} | {_fmt(t, unit):>12} | {_fmt(b, unit):>12} | {ratio:>7} | {target_s:>12} | {verdict}")
+        base_s = _fmt(b, unit) if b else "-"
+        print(f"{label:<24} | {_fmt(t, unit):>12} | {base_s:>12} | {ratio:>7} | {target_s:>12} | {verdict}")
     print("ratio = trialfhir / baseline (latency: times slower; rate: fraction of the baseline rate)")
+    print(
+        "server CPU = user+system CPU of the server process per request (less sensitive to other load than latency)"
+        + ("; PG backend CPU = the PostgreSQL processes serving the benchmark database" if result["backend"] == "postgresql" else "")
+    )
     noise = [(who, phase, r[f"foreign_cpu_{phase}"]) for who, r in (("trialfhir", tf), ("baseline", base)) for phase in ("create", "read")]
     if all(v is not None for _, _, v in noise):
         print(

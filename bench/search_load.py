@@ -142,8 +142,12 @@ def _load_sqlite(db: BenchDB, data: GeneratedData, cols: dict[str, list[str]], l
     assert db.engine is not None
     db.engine.dispose()
     conn = sqlite3.connect(db.sqlite_path, isolation_level=None)
+    # bulk-load settings for this one connection (the service's engine puts WAL back below)
+    conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-1000000")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA threads=2")
     indexes = _secondary_indexes_sqlite(conn)
     for name, _ in indexes:
         conn.execute(f'DROP INDEX "{name}"')
@@ -166,7 +170,7 @@ def _load_sqlite(db: BenchDB, data: GeneratedData, cols: dict[str, list[str]], l
     index_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     conn.execute("ANALYZE")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=WAL")
     analyze_s = time.perf_counter() - t2
     conn.close()
     stats = LoadStats(n, data.pop.n_observations, insert_s, index_s, analyze_s)

@@ -19,6 +19,8 @@ from service.bulk.settings import BulkSettings
 from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
+from service.derivation.router import api_router as derivation_api_router
+from service.derivation.router import fhir_router as derivation_fhir_router
 from service.domain.router import router as domain_router
 from service.health.router import router as health_router
 from service.observability import RequestIdMiddleware, configure_logging
@@ -61,5 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transaction_router)
     app.include_router(domain_router)
     app.include_router(bulk_router)  # before rest_router: /fhir/Patient/$export is not a read
+    app.include_router(derivation_api_router)
+    app.include_router(derivation_fhir_router)  # before rest_router: /fhir/ResearchStudy/{id}/$endpoints
     app.include_router(rest_router)
     return app

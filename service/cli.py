@@ -1,4 +1,4 @@
-"""The ``trialfhir`` command line: ``serve``, ``migrate`` and ``reindex``.
+"""The ``trialfhir`` command line: ``serve``, ``migrate``, ``reindex``, ``export`` ….
 
 ``trialfhir serve [--host 127.0.0.1] [--port 8000] [--workers N] [--demo]`` migrates the
 database, then runs uvicorn. ``trialfhir migrate`` only migrates.
@@ -144,6 +144,27 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     return 0 if report["valid"] or (args.partial and report["written"]) else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Bulk Data export from a server (see :mod:`service.bulk.client`)."""
+    from pathlib import Path
+
+    from service.bulk.client import ExportError, run_export
+
+    types = [t.strip() for item in args.type or [] for t in item.split(",") if t.strip()]
+    out = Path(args.out)
+    try:
+        manifest = run_export(
+            args.base_url, out, types=types or None, since=args.since, group=args.group, patients=args.patients,
+            type_filters=args.type_filter, keep=args.keep, quiet=args.quiet,
+        )
+    except ExportError as exc:
+        print(f"trialfhir export: {exc}", file=sys.stderr)
+        return 1
+    count = sum(int(item.get("count") or 0) for item in manifest.get("output", []))
+    print(f"exported {count} resources in {len(manifest.get('output', []))} files to {out} (transactionTime {manifest.get('transactionTime')})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trialfhir", description="FHIR R4 interoperability service for clinical trials")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser("reindex", help="rebuild the search index (after adding SearchParameters)")
     reindex.add_argument("--quiet", action="store_true")
     reindex.set_defaults(func=cmd_reindex)
+    exp = sub.add_parser("export", help="Bulk Data $export from a FHIR server into NDJSON files, with a progress bar")
+    exp.add_argument("base_url", metavar="BASE_URL", help="FHIR base, e.g. http://127.0.0.1:8000/fhir")
+    exp.add_argument("--type", action="append", help="resource types (comma-separated or repeated)")
+    exp.add_argument("--since", help="only resources changed after this instant (e.g. a previous export's transactionTime)")
+    exp.add_argument("--group", help="export one Group (a study's cohort) instead of the whole system")
+    exp.add_argument("--patients", action="store_true", help="Patient-level export (all patients and their compartments)")
+    exp.add_argument("--type-filter", action="append", help="_typeFilter, e.g. 'Observation?code=http://loinc.org|1988-5' (repeatable)")
+    exp.add_argument("--out", default="export", help="output folder (default ./export)")
+    exp.add_argument("--keep", action="store_true", help="do not DELETE the job on the server afterwards")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, false, or_, select, tuple_
 
-from service.bulk.scope import patient_compartment
+from service.bulk.scope import patient_compartment, study_reports
 from service.db.engine import read_transaction
 from service.db.schema import idx_reference, idx_uri, resource
 from service.fhir import jsonio
@@ -29,6 +29,10 @@ from service.fhir.outcome import Issue, error, operation_outcome
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.indexing import date_range, parse_reference
 from service.storage.repository import ResourceRepository
+
+
+#: "as of now" for the scope helpers that take a transactionTime
+_NOW = 2**62
 
 
 def _compartment_keys(patient_ids: list[str]) -> Any:
@@ -113,8 +117,8 @@ def _study_condition(conn: Connection, study_id: str) -> Any:
         select(x.target_id).where(x.resource_type == "ResearchSubject", x.param == "individual", x.target_type == "Patient", x.res_key.in_(subjects))
     ).all():
         patients.add(row[0])
-    targets = [("ResearchStudy", study_id)] + [("Group", g) for g in group_ids]
-    reports = select(x.res_key).where(x.resource_type == "MeasureReport", tuple_(x.target_type, x.target_id).in_(targets))
+    targets = {("ResearchStudy", study_id)} | {("Group", g) for g in group_ids}
+    reports = [v.res_key for v in study_reports(conn, targets, _NOW)]
     own = [study.res_key]
     conds = [
         r.res_key.in_(own),

@@ -53,9 +53,17 @@ class OutputFiles:
         found = self._open.get(key)
         if found is not None:
             return found
-        seq = self._seq.get(key, 0) + 1
+        # a name no part of this job has, nor any file left by an attempt that died (an attempt
+        # handed back on shutdown keeps its number, so the number alone is not enough)
+        used = {p.name for p in self.parts}
+        seq = self._seq.get(key, 0)
+        while True:
+            seq += 1
+            name = f"{KIND_PREFIX[kind]}{rtype}-{self.attempt}-{seq:03d}.ndjson"
+            if name not in used and not (self.directory / name).exists():
+                break
         self._seq[key] = seq
-        part = Part(kind, rtype, f"{KIND_PREFIX[kind]}{rtype}-{self.attempt}-{seq:03d}.ndjson")
+        part = Part(kind, rtype, name)
         fh = open(self.directory / part.name, "wb")  # noqa: SIM115 - closed by roll/close
         self.parts.append(part)
         self._open[key] = (part, fh)

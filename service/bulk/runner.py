@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, false, func, or_, select, true
+from sqlalchemy import Engine, and_, delete, false, func, or_, select, text, true
 
 from service.bulk import jobs
 from service.bulk.files import OutputFiles, job_dir
@@ -51,6 +51,24 @@ _COLS = (
     resource.c.deleted,
     resource.c.content,
 )
+
+
+def _raw_rows(conn: Any, stmt: Any) -> list[tuple[Any, ...]]:
+    """The statement's rows as plain DB-API tuples: the export's hot path skips SQLAlchemy's
+    per-row result processing (the values it reads — ints, strings, bytes, booleans as
+    0/1 on SQLite — need none)."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    if compiled.positional:
+        args: Any = tuple(params[name] for name in compiled.positiontup)
+    else:
+        args = params
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 class Stop(Exception):
@@ -117,6 +135,10 @@ class ExportRun:
             if cp["phase"] == "scope":
                 self._scope(cp, files)
                 self._save(cp, files)
+            elif self.keys_mode and self._key_count() != cp.get("total"):
+                # bulk_export_key is UNLOGGED on PostgreSQL: a database crash empties it. The
+                # keys are a function of T alone, so they are rebuilt and the scan goes on.
+                self._materialise()
             self._scan(cp, files)
             files.close()
             files.trim()
@@ -125,6 +147,14 @@ class ExportRun:
             manifest = self._manifest(files)
             if not jobs.complete(self.engine, job.id, self.owner, cp, manifest, self.settings.ttl_seconds):
                 raise Stop(self._why_lost())
+        except Stop as stop:
+            if stop.reason == "shutdown" and cp.get("phase") == "scan":
+                try:  # every batch written so far is whole: record it, the next attempt goes on from there
+                    self._save(cp, files)
+                except Exception:  # noqa: BLE001 - the last checkpoint is still valid
+                    log.warning("bulk export %s: no checkpoint at shutdown", job.id, exc_info=True)
+            files.abandon()
+            raise
         except BaseException:
             files.abandon()
             raise
@@ -134,22 +164,9 @@ class ExportRun:
         issues = [Issue(i.get("code", "processing"), i["diagnostics"], severity=i.get("severity", "warning")) for i in job.params.get("issues") or []]
         r = resource.c
         if self.keys_mode:
-            with jobs.write_tx(self.engine) as conn:
-                conn.execute(delete(bulk_export_key).where(bulk_export_key.c.job_id == job.id))
-                scope = materialise(
-                    conn,
-                    job_id=job.id,
-                    level=job.level,
-                    group_id=job.group_id,
-                    types=self.types,
-                    patient_ids=job.params.get("patients"),
-                    since_us=self.since_us,
-                    t_us=self.t_us,
-                    provenance=self.provenance,
-                )
-                total = conn.execute(select(func.count()).select_from(bulk_export_key).where(bulk_export_key.c.job_id == job.id)).scalar_one()
+            scope, total = self._materialise()
             issues.extend(scope.issues)
-            cp["total"] = int(total)
+            cp["total"] = total
             cp["max_key"] = None
         else:
             with jobs.read_tx(self.engine) as conn:
@@ -161,6 +178,32 @@ class ExportRun:
             files.append("error", "OperationOutcome", [jsonio.dumps(oo)])
         cp["phase"] = "scan"
         cp["after"] = 0
+
+    def _materialise(self) -> tuple[Any, int]:
+        job = self.job
+        with jobs.write_tx(self.engine) as conn:
+            conn.execute(delete(bulk_export_key).where(bulk_export_key.c.job_id == job.id))
+            scope = materialise(
+                conn,
+                job_id=job.id,
+                level=job.level,
+                group_id=job.group_id,
+                types=self.types,
+                patient_ids=job.params.get("patients"),
+                since_us=self.since_us,
+                t_us=self.t_us,
+                provenance=self.provenance,
+            )
+        if self.engine.dialect.name == "postgresql":
+            # fresh statistics, or the planner takes the just-filled table for empty and
+            # joins it by scanning ``resource`` for every batch
+            with jobs.write_tx(self.engine) as conn:
+                conn.execute(text("ANALYZE bulk_export_key"))
+        return scope, self._key_count()
+
+    def _key_count(self) -> int:
+        with jobs.read_tx(self.engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(bulk_export_key).where(bulk_export_key.c.job_id == self.job.id)).scalar_one())
 
     def _statement(self, cp: dict[str, Any]) -> Any:
         r = resource.c
@@ -211,7 +254,20 @@ class ExportRun:
         while True:
             self._check()
             with jobs.read_tx(self.engine) as conn:
-                rows = conn.execute(stmt.where(key_col > cp["after"]).order_by(key_col).limit(batch)).all()
+                after = cp["after"]
+                if self.keys_mode:
+                    # bound both sides of the join to this batch's key range, so the join
+                    # is a merge of two short index range scans (not a scan from the start)
+                    k = bulk_export_key.c
+                    upper = conn.execute(
+                        select(k.res_key).where(k.job_id == self.job.id, k.res_key > after).order_by(k.res_key).offset(batch - 1).limit(1)
+                    ).scalar()
+                    query = stmt.where(key_col > after, resource.c.res_key > after)
+                    if upper is not None:
+                        query = query.where(key_col <= upper, resource.c.res_key <= upper)
+                    rows = _raw_rows(conn, query.order_by(key_col).limit(batch))
+                else:
+                    rows = _raw_rows(conn, stmt.where(key_col > after).order_by(key_col).limit(batch))
                 if not rows:
                     break
                 late = [row[0] for row in rows if row[4] > t_us]

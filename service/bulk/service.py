@@ -148,8 +148,6 @@ def parse_kickoff(
                 problem("not-supported", f"_type: {t} is not in the Patient compartment, so a {level}-level export cannot contain it.")
             elif t not in kept:
                 kept.append(t)
-        if not kept and not problems:
-            raise error(400, "invalid", "_type names no resource type.")
         ko.types = kept
     elif level != "system":
         ko.types = None  # every allowed type

@@ -11,7 +11,7 @@ single source of configuration without this package widening it.
 | ``TRIALFHIR_EXPORT_LEASE_SECONDS`` | 30 | a running job's lease; a process that stops renewing it (it died) loses the job to another process, which resumes it |
 | ``TRIALFHIR_EXPORT_MAX_ATTEMPTS`` | 3 | a job interrupted this many times is marked failed with the reason |
 | ``TRIALFHIR_EXPORT_FILE_MAX_RESOURCES`` | 100000 | resources per NDJSON file before the next file of the type starts |
-| ``TRIALFHIR_EXPORT_BATCH`` | 2000 | rows read from the database per batch (the memory bound) |
+| ``TRIALFHIR_EXPORT_BATCH`` | 5000 | rows read from the database per batch (the memory bound) |
 | ``TRIALFHIR_EXPORT_POLL_SECONDS`` | 1.0 | how often an idle worker looks for queued or abandoned jobs |
 | ``TRIALFHIR_EXPORT_BATCH_DELAY_MS`` | 0 | pause after each batch: throttles exports on a busy database (tests use it to catch a job mid-way) |
 | ``TRIALFHIR_EXPORT_WORKER`` | 1 | 0 turns the background worker off in this process (jobs then wait for a process that runs one) |
@@ -32,7 +32,7 @@ class BulkSettings:
     lease_seconds: float = 30
     max_attempts: int = 3
     file_max_resources: int = 100_000
-    batch_size: int = 2000
+    batch_size: int = 5000
     poll_seconds: float = 1.0
     batch_delay_ms: float = 0
     worker: bool = True
@@ -55,7 +55,7 @@ class BulkSettings:
             lease_seconds=float(get("TRIALFHIR_EXPORT_LEASE_SECONDS", "30")),
             max_attempts=int(get("TRIALFHIR_EXPORT_MAX_ATTEMPTS", "3")),
             file_max_resources=max(1, int(get("TRIALFHIR_EXPORT_FILE_MAX_RESOURCES", "100000"))),
-            batch_size=max(1, int(get("TRIALFHIR_EXPORT_BATCH", "2000"))),
+            batch_size=max(1, int(get("TRIALFHIR_EXPORT_BATCH", "5000"))),
             poll_seconds=float(get("TRIALFHIR_EXPORT_POLL_SECONDS", "1.0")),
             batch_delay_ms=float(get("TRIALFHIR_EXPORT_BATCH_DELAY_MS", "0")),
             worker=get("TRIALFHIR_EXPORT_WORKER", "1") not in ("0", "false", "no"),

@@ -47,6 +47,7 @@ class BulkWorker:
         if not self.settings.worker or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop.clear()
+        self._next_sweep = 0.0
         self._thread = threading.Thread(target=self._loop, name="bulk-export-worker", daemon=True)
         self._thread.start()
 

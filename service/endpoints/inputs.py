@@ -25,6 +25,10 @@ class InvalidNumber(ValueError):
 
 def as_decimal(value: Number) -> Decimal:
     """Return ``value`` as an exact ``Decimal`` (floats through ``repr``; see module doc)."""
+    if type(value) is Decimal:  # the common case first (same result as the checks below)
+        if not value.is_finite():
+            raise InvalidNumber(f"{value!r} is not a finite number")
+        return value
     if isinstance(value, bool):
         raise InvalidNumber(f"{value!r} is a boolean, not a number")
     if isinstance(value, Decimal):
@@ -76,6 +80,8 @@ def count_input(label: str, value: Number | None, *, maximum: int = 28) -> Resul
 
     An integral decimal such as ``Decimal("4.0")`` is accepted as 4.
     """
+    if type(value) is int and 0 <= value <= maximum:  # the common case (same result as below)
+        return Computed(value)
     if value is None:
         return NotComputable(f"missing: {label}")
     try:

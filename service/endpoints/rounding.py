@@ -5,9 +5,21 @@ Only output is rounded; categories, responses and changes are decided on unround
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
+from functools import lru_cache
 
 from service.endpoints.inputs import Number, as_decimal
+
+
+@lru_cache(maxsize=16)
+def _quantum(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
+
+
+@lru_cache(maxsize=256)
+def _context(precision: int) -> Context:
+    """A fixed context of ``precision`` digits (enough for the quantized result)."""
+    return Context(prec=precision, rounding=ROUND_HALF_UP)
 
 
 def round_half_away(value: Number, places: int) -> Decimal:
@@ -23,10 +35,7 @@ def round_half_away(value: Number, places: int) -> Decimal:
     if places < 0:
         raise ValueError("places must be ≥ 0")
     number = as_decimal(value)
-    quantum = Decimal(1).scaleb(-places)
-    with localcontext() as ctx:
-        ctx.prec = max(28, number.adjusted() + places + 2)
-        rounded = number.quantize(quantum, rounding=ROUND_HALF_UP)
+    rounded = number.quantize(_quantum(places), rounding=ROUND_HALF_UP, context=_context(max(28, number.adjusted() + places + 2)))
     if rounded.is_zero():
         rounded = rounded.copy_abs()
     return rounded

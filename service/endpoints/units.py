@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -103,10 +103,12 @@ def _value(value: Number | None, what: str) -> Result[Decimal]:
         return NotComputable(f"{what}: {exc}")
 
 
+_SCALE_CTX = Context(prec=50)
+
+
 def _scaled(value: Decimal, factor: Decimal) -> Decimal:
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return value * factor
+    """``value × factor`` at 50 digits in a fixed context (independent of the caller's)."""
+    return _SCALE_CTX.multiply(value, factor)
 
 
 def convert(value: Number | None, from_code: str | None, to_code: str) -> Result[Decimal]:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 CONTROL_PARAMS = frozenset(
     {
         "_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",
-        "_containedType", "_format", "_pretty", "_cursor", "_totalMethod", "_since", "_at", "_list",
+        "_containedType", "_format", "_pretty", "_cursor", "_totalMethod", "_since", "_at",
     }
 )
 

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-def rewrite_references(node: Any, resolve: Callable[[str], str | None]) -> Any:
-    """Rewrite every ``reference`` string in ``node`` in place with ``resolve`` (None = keep)."""
+def rewrite_references(node: Any, resolve: Callable[[str], str | None], mapping: dict[str, str] | None = None) -> Any:
+    """Rewrite every ``reference`` string in ``node`` in place with ``resolve`` (None = keep).
+
+    With ``mapping`` (fullUrl → Type/id), uri/url elements equal to a fullUrl and links to
+    one in narrative ``div`` are rewritten too, as the transaction rules require."""
     stack: list[Any] = [node]
     while stack:
         current = stack.pop()
@@ -28,6 +31,14 @@ def rewrite_references(node: Any, resolve: Callable[[str], str | None]) -> Any:
             for key, value in current.items():
                 if isinstance(value, (dict, list)):
                     stack.append(value)
+                elif mapping and isinstance(value, str) and key != "reference":
+                    if value in mapping:
+                        current[key] = mapping[value]
+                    elif key == "div" and ("urn:" in value or "://" in value):
+                        for old, new in mapping.items():
+                            if old in value:
+                                value = value.replace(f'"{old}"', f'"{new}"')
+                        current[key] = value
         elif isinstance(current, list):
             stack.extend(v for v in current if isinstance(v, (dict, list)))
     return node

@@ -14,6 +14,7 @@ independently and the batch-response carries each one's status or OperationOutco
 from __future__ import annotations
 
 import base64
+import copy
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import Connection, Engine, false, select, tuple_
 
-from service.db.engine import run_in_transaction
+from service.db.engine import lock_criteria, run_in_transaction
 from service.db.schema import resource as resource_table
 from service.fhir import jsonio
 from service.fhir.bundles import bundle
@@ -90,7 +91,7 @@ def parse_entry(index: int, raw: Any, base_url: str) -> Entry:
     url = request["url"].strip()
     if base_url and url.startswith(base_url + "/"):
         url = url[len(base_url) + 1 :]
-    elif "://" in url:
+    elif "://" in url.split("?", 1)[0]:
         raise _fail(probe, 400, "not-supported", f"request.url {url} is not on this server ({base_url}).")
     url = url.lstrip("/")
     path, _, query = url.partition("?")
@@ -184,7 +185,8 @@ class BundleProcessor:
             return self._batch(raw_entries, base_url, return_pref)
         entries = [parse_entry(i, e, base_url) for i, e in enumerate(raw_entries)]
         self._validate(entries)
-        done = run_in_transaction(self.engine, lambda conn: self._transaction(conn, entries, base_url), max_retries=self.max_retries)
+        # each attempt works on fresh copies: a retry must not see the failed attempt's rewrites
+        done = run_in_transaction(self.engine, lambda conn: self._transaction(conn, copy.deepcopy(entries), base_url), max_retries=self.max_retries)
         return self._response("transaction-response", done, base_url, return_pref)
 
     # --- validation (before any database work) ------------------------------------------
@@ -217,6 +219,13 @@ class BundleProcessor:
             touched[(rtype, rid)] = entry
 
         stamp_us = now_us()
+        criteria: list[tuple[str, str, str]] = []
+        for e in entries:
+            for text in (e.query if e.method in ("PUT", "PATCH", "DELETE") else None, e.if_none_exist if e.method == "POST" else None):
+                if text:
+                    criteria.extend((e.resource_type, k, v) for k, v in parse_qsl(_criteria(text, e.resource_type), keep_blank_values=True))
+        for rtype, name, value in sorted(set(criteria)):
+            lock_criteria(conn, rtype, [(name, value)])
         # 1. deletes
         deletes = [e for e in ordered if e.method == "DELETE"]
         for e in deletes:
@@ -233,6 +242,8 @@ class BundleProcessor:
                 raise _with_entry(e, exc) from None
             if e.previous is None or e.previous.deleted:
                 e.skip_write, e.status = True, "204 No Content"
+                if e.id is not None:
+                    touch(e, e.resource_type, e.id)
                 continue
             e.target_id = e.previous.id
             touch(e, e.resource_type, e.previous.id)
@@ -243,7 +254,18 @@ class BundleProcessor:
         # 2. creates and 3. updates: resolve ids (conditional matches) before rewriting references
         writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
         known = repo.current_many([(e.resource_type, e.id) for e in writes if e.id is not None], for_update=True)
+        same_create: dict[tuple[str, str], Entry] = {}
         for e in writes:
+            if e.method == "POST" and e.if_none_exist:
+                key = (e.resource_type, _criteria(e.if_none_exist, e.resource_type))
+                first = same_create.get(key)
+                if first is not None:  # the same conditional create twice: one resource
+                    e.target_id, e.skip_write, e.status = first.target_id, True, "200 OK"
+                    e.extra["same_as"] = first
+                    if e.full_url and e.target_id:
+                        mapping[e.full_url] = f"{e.resource_type}/{e.target_id}"
+                    continue
+                same_create[key] = e
             try:
                 self._resolve_target(conn, repo, e, base_url, known)
             except FhirError as exc:
@@ -284,7 +306,7 @@ class BundleProcessor:
 
         for e in writes:
             if e.resource is not None and not e.skip_write:
-                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e))
+                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e), mapping)
         for e in writes:
             # an update that changes nothing makes no new version (idempotent resends)
             if e.method == "PUT" and not e.skip_write and e.index not in deferred and e.previous is not None and same_content(e.previous, e.resource or {}):
@@ -301,6 +323,9 @@ class BundleProcessor:
                 amended = pending_write(e.resource_type, e.target_id or "", e.resource, e.method, e.previous, at_us=e.result.last_updated_us)
                 e.result = repo.amend(e.result, amended)
 
+        for e in writes:
+            if "same_as" in e.extra:
+                e.result = e.extra.pop("same_as").result
         # 4. reads
         for e in ordered:
             if e.method in ("GET", "HEAD"):
