@@ -188,6 +188,7 @@ idx_composite = Table(
     Column("c2_canon_code", String(128), nullable=True),
     Column("c2_lo", BigInteger, nullable=True),
     Column("c2_hi", BigInteger, nullable=True),
+    Column("c2_unit", String(512), nullable=True),  # migration 0004
 )
 Index("ix_composite_lookup", idx_composite.c.resource_type, idx_composite.c.param, idx_composite.c.c1_value, idx_composite.c.res_key)
 Index("ix_composite_res_key", idx_composite.c.res_key)

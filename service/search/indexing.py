@@ -410,7 +410,7 @@ def _component_rows(ctype: str, values: list[Any]) -> list[dict[str, Any]]:
         if ctype == "token":
             rows.extend({"system": s, "value": c} for s, c in token_values(v))
         elif ctype == "quantity":
-            rows.extend({"number": q["value"], "canon_value": q["canon_value"], "canon_code": q["canon_code"], "system": q["system"], "value": q["code"]} for q in quantity_values(v))
+            rows.extend({"number": q["value"], "canon_value": q["canon_value"], "canon_code": q["canon_code"], "system": q["system"], "value": q["code"], "unit": q["unit"]} for q in quantity_values(v))
         elif ctype == "date":
             rows.extend({"lo": lo, "hi": hi} for lo, hi in date_values(v))
         elif ctype == "string":
@@ -479,6 +479,7 @@ def _composite_rows(param: CompiledParam, root: CompiledPath, resource: dict[str
                             "c2_canon_code": b.get("canon_code"),
                             "c2_lo": b.get("lo"),
                             "c2_hi": b.get("hi"),
+                            "c2_unit": b.get("unit"),
                         }
                     )
 

@@ -54,7 +54,7 @@ from service.fhir.outcome import Issue, error
 from service.search.indexing import date_range, indexed_params, normalise, parse_reference
 from service.search.query import CONTROL_PARAMS, split_token, split_values
 from service.search.registry import SearchParam, registry
-from service.search.ucum import UCUM_SYSTEM, canonical, round_sig
+from service.search.ucum import UCUM_SYSTEM, canonical, canonical_factor, round_sig
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _LEGACY = ((">=", "ge"), ("<=", "le"), (">", "gt"), ("<", "lt"))
@@ -326,7 +326,9 @@ class QueryCompiler:
         if code is not None and (system in (None, UCUM_SYSTEM)):
             canon = canonical(x, UCUM_SYSTEM, code)
             if canon is not None:
-                factor = canonical(1.0, UCUM_SYSTEM, code)[0]  # type: ignore[index]
+                # the unrounded factor, exactly as the indexer applies it: rounding it first
+                # shifted 26 mm/h to ...223e-06 against the stored ...222e-06
+                factor = canonical_factor(code)[0]  # type: ignore[index]
                 cx, clo, chi = (round_sig(v * factor) for v in (x, lo, hi))
                 if factor < 0:
                     clo, chi = chi, clo
@@ -469,7 +471,7 @@ class QueryCompiler:
                 first.append(c.c1_system.is_(None) if system == "" else c.c1_system == _unescape(system))
             second: ColumnElement[bool]
             if second_type == "quantity":
-                second = self.quantity_condition(pieces[1], c.c2_number, c.c2_canon_value, c.c2_canon_code, c.c2_system, c.c2_value)
+                second = self.quantity_condition(pieces[1], c.c2_number, c.c2_canon_value, c.c2_canon_code, c.c2_system, c.c2_value, c.c2_unit)
             elif second_type == "token":
                 s2, c2 = split_token(pieces[1])
                 parts2 = []

@@ -563,10 +563,17 @@ class Oracle:
         if modifier == "missing":
             want_missing = raw_value == "true"
             if p.type == "composite":
-                # a composite value exists only where every component has a value
-                present = {rid for rid, rows in self.composite_values(rtype, name).items() if any(all(r) for r in rows)}
+                # a composite value exists only where every component has a value it can be
+                # matched by: a text-only CodeableConcept gives the token half nothing to
+                # match, so ``code$value`` cannot exist for it
+                ctypes = self.component_types(rtype, name)
+                present = {
+                    rid
+                    for rid, rows in self.composite_values(rtype, name).items()
+                    if any(all(any(_matchable(t, tv, composite=True) for tv in comp) for t, comp in zip(ctypes, r)) for r in rows)
+                }
             else:
-                present = {rid for rid, vals in self.values(rtype, name).items() if vals}
+                present = {rid for rid, vals in self.values(rtype, name).items() if any(_matchable(p.type, tv) for tv in vals)}
             return (self.ids(rtype) - present) if want_missing else present
         if p.type == "composite":
             return self._composite_match(rtype, p, values)
@@ -696,6 +703,19 @@ class _Fake:
 
 
 # --- token, string, uri, quantity matching -------------------------------------------------
+
+
+def _matchable(ptype: str, tv: Typed, *, composite: bool = False) -> bool:
+    """Whether a value counts as present for ``:missing``.
+
+    fhirpathpy's ``ofType(Quantity)`` (our rewrite of ``as Quantity``) lets a
+    ``valueSampledData`` through, but a SampledData is no Quantity: a quantity parameter
+    over it has no value. In a composite, a token component needs a code."""
+    if ptype == "quantity":
+        return tv.type in QUANTITY_TYPES and isinstance(tv.data, dict) and to_decimal(tv.data.get("value")) is not None
+    if composite and ptype == "token":
+        return any(code is not None for _system, code in _codings(tv))
+    return True
 
 
 def _codings(tv: Typed) -> list[tuple[str | None, str | None]]:
