@@ -278,7 +278,19 @@ def start_server(db: BenchDatabase, export_dir: Path, log: Path) -> tuple[subpro
     raise RuntimeError("server did not start")
 
 
-def run_export(base: str, path: str, expected: int, download_dir: Path) -> dict[str, Any]:
+def _phases(db_url: str, job_id: str) -> dict[str, Any]:
+    """Where the server spent the time: scope (selecting a Group's keys) and scan."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            raw = conn.execute(text("SELECT checkpoint FROM bulk_export_job WHERE id = :id"), {"id": job_id}).scalar()
+    finally:
+        engine.dispose()
+    cp = json.loads(raw or "{}")
+    return {k: cp[k] for k in ("scope_seconds", "scan_seconds") if k in cp}
+
+
+def run_export(base: str, path: str, expected: int, download_dir: Path, db_url: str) -> dict[str, Any]:
     started = time.perf_counter()
     r = httpx.get(base + path, headers={"Prefer": "respond-async", "Accept": "application/fhir+json"}, timeout=120)
     assert r.status_code == 202, r.text
@@ -292,6 +304,7 @@ def run_export(base: str, path: str, expected: int, download_dir: Path) -> dict[
     seconds = time.perf_counter() - started
     manifest = s.json()
     count = sum(item["count"] for item in manifest["output"])
+    phases = _phases(db_url, status_url.rsplit("/", 1)[1])
     assert count == expected, (count, expected)
     # download everything, streamed
     d_started = time.perf_counter()
@@ -313,6 +326,7 @@ def run_export(base: str, path: str, expected: int, download_dir: Path) -> dict[
     return {
         "resources": count,
         "files": len(manifest["output"]),
+        "server_phases": phases,
         "seconds": round(seconds, 2),
         "resources_per_s": round(count / seconds),
         "download_seconds": round(d_seconds, 2),
@@ -333,9 +347,9 @@ def bench_backend(backend: str, total: int, patients: int) -> dict[str, Any]:
         proc, fhir = start_server(db, work / "exports", work / "server.log")
         results: dict[str, Any] = {}
         try:
-            results["system"] = run_export(fhir, "/$export", total, work / "dl")
+            results["system"] = run_export(fhir, "/$export", total, work / "dl", db.url)
             print(f"[{backend}] system $export {results['system']['resources_per_s']:,}/s", flush=True)
-            results["group"] = run_export(fhir, "/Group/cohort/$export", total, work / "dl")
+            results["group"] = run_export(fhir, "/Group/cohort/$export", total, work / "dl", db.url)
             print(f"[{backend}] Group $export {results['group']['resources_per_s']:,}/s", flush=True)
         finally:
             hwm_kb = _vm_hwm_kb(proc.pid)

@@ -132,14 +132,18 @@ class ExportRun:
         cp: dict[str, Any] = dict(job.checkpoint or {"phase": "scope", "after": 0, "parts": [], "written": 0})
         files = OutputFiles(job_dir(self.settings.export_dir, job.id), job.attempts, cp.get("parts") or [], self.settings.file_max_resources)
         try:
+            started = time.monotonic()
             if cp["phase"] == "scope":
                 self._scope(cp, files)
+                cp["scope_seconds"] = round(time.monotonic() - started, 3)
                 self._save(cp, files)
             elif self.keys_mode and self._key_count() != cp.get("total"):
                 # bulk_export_key is UNLOGGED on PostgreSQL: a database crash empties it. The
                 # keys are a function of T alone, so they are rebuilt and the scan goes on.
                 self._materialise()
+            scan_started = time.monotonic()
             self._scan(cp, files)
+            cp["scan_seconds"] = round(cp.get("scan_seconds", 0) + time.monotonic() - scan_started, 3)
             files.close()
             files.trim()
             cp["phase"] = "done"
