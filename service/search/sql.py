@@ -2,8 +2,10 @@
 
 https://hl7.org/fhir/R4/search.html. Every clause becomes a condition on
 ``resource.res_key`` (``res_key IN (rows of the index table that match)``), so clauses
-AND together, chains and ``_has`` nest, and ``:not`` is a ``NOT IN``. Index tables hold
-rows only for current, non-deleted versions.
+AND together, chains and ``_has`` nest, and ``:not`` is a ``NOT IN``; at the top level
+one clause drives and the others are probed with correlated ``EXISTS``
+(:meth:`QueryCompiler._drive`). Index tables hold rows only for current, non-deleted
+versions.
 
 Matching rules, per parameter type (the brute-force oracle in the tests implements the
 same rules independently):
@@ -35,6 +37,7 @@ import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
 
@@ -103,6 +106,34 @@ def _unescape(value: str) -> str:
     return _ESCAPE.sub(r"\1", value)
 
 
+#: which index clause should drive a query (lower first): an equality on a reference or a
+#: token finds few rows; a range on a date, number or quantity often finds most of them
+_SELECTIVITY = {"reference": 1, "token": 2, "composite": 2, "uri": 3, "string": 3, "date": 6, "number": 6, "quantity": 6}
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """An index lookup ``resource.res_key [NOT] IN (SELECT res_key FROM table WHERE …)``."""
+
+    table: Any
+    param: SearchParam
+    condition: ColumnElement[bool]
+    negate: bool
+    rank: int
+
+    def exists(self) -> ColumnElement[bool]:
+        """The same lookup as a correlated ``[NOT] EXISTS`` through the table's res_key index."""
+        t = self.table
+        inner = (
+            select(true())
+            .select_from(t)
+            .where(t.c.res_key == resource.c.res_key, t.c.resource_type == self.param.resource_type, t.c.param == self.param.code, self.condition)
+            .with_hint(t, f"INDEXED BY ix_{t.name.removeprefix('idx_')}_res_key", "sqlite")
+        )
+        found = inner.exists()
+        return not_(found) if self.negate else found
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """The conditions on ``resource`` for a list of clauses, and what was not understood."""
@@ -117,6 +148,10 @@ class QueryCompiler:
     def __init__(self, base_url: str | None = None) -> None:
         self.base_url = (base_url or "").rstrip("/")
         self.registry = registry()
+        #: id(condition) → the index lookup behind a ``res_key [NOT] IN (…)`` clause
+        self._probes: dict[int, _Probe] = {}
+        #: id(condition) → True for clauses that seek ``resource`` directly (``_id``)
+        self._direct: dict[int, bool] = {}
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -130,7 +165,32 @@ class QueryCompiler:
                 conditions.append(self.clause(resource_type, raw_name, split_values(raw_value), depth=0))
             except Unsupported as exc:
                 unknown.append(Issue("not-supported", exc.message, severity="warning", expression=(raw_name,)))
-        return Compiled(tuple(conditions), tuple(unknown))
+        return Compiled(self._drive(conditions), tuple(unknown))
+
+    def _drive(self, conditions: list[ColumnElement[bool]]) -> tuple[ColumnElement[bool], ...]:
+        """Let the most selective index clause drive the query and probe the others.
+
+        As ``res_key IN (subquery)`` every clause is materialised in full before the
+        results are intersected: ``code=Y&date=ge2024-03-01&value-quantity=gt5`` built
+        lists of 61,000 codes, 1,000,000 dates (``ge`` cannot seek the (lo, hi) index) and
+        500,000 quantities on SQLite — 2.8 s at 1M Observations. One clause stays the
+        ``IN`` list that produces candidates in ``res_key`` order; the others become
+        correlated ``EXISTS`` probes through each index table's ``res_key`` index, so a
+        page (``LIMIT``) stops after the first matches. The driver is the clause with the
+        best :data:`_SELECTIVITY` rank (a reference before a token before a range), the
+        request's order breaking ties. PostgreSQL plans ``IN`` and ``EXISTS`` alike
+        (semi-joins on its statistics); the rewrite is for SQLite's planner.
+        """
+        probes = [c for c in conditions if id(c) in self._probes]
+        if not probes:
+            return tuple(conditions)
+        others_drive = any(self._direct.get(id(c), False) for c in conditions)
+        driver = None if others_drive else min(probes, key=lambda c: self._probes[id(c)].rank)
+        out = []
+        for c in conditions:
+            probe = self._probes.get(id(c))
+            out.append(c if probe is None or c is driver else probe.exists())
+        return tuple(out)
 
     def clause(self, resource_type: str, raw_name: str, values: tuple[str, ...], *, depth: int) -> ColumnElement[bool]:
         """A condition on ``resource`` (of ``resource_type``) for one ``name=values`` clause."""
@@ -163,7 +223,7 @@ class QueryCompiler:
             return self._missing(param, values)
         builder = getattr(self, f"_{param.type}")
         if param.type == "token" and modifier == "not":
-            return not_(resource.c.res_key.in_(self._keys(idx_token, param, self._token_match(values))))
+            return self._in(idx_token, param, self._token_match(values), negate=True)
         return builder(param, modifier, values)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -172,8 +232,12 @@ class QueryCompiler:
     def _keys(table, param: SearchParam, condition: ColumnElement[bool]) -> Select:  # type: ignore[no-untyped-def]
         return select(table.c.res_key).where(table.c.resource_type == param.resource_type, table.c.param == param.code, condition)
 
-    def _in(self, table, param: SearchParam, condition: ColumnElement[bool]) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
-        return resource.c.res_key.in_(self._keys(table, param, condition))
+    def _in(self, table, param: SearchParam, condition: ColumnElement[bool], *, negate: bool = False) -> ColumnElement[bool]:  # type: ignore[no-untyped-def]
+        member = resource.c.res_key.in_(self._keys(table, param, condition))
+        clause = not_(member) if negate else member
+        rank = _SELECTIVITY.get(param.type, 5) if not negate else 9
+        self._probes[id(clause)] = _Probe(table, param, condition, negate, rank)
+        return clause
 
     def _missing(self, param: SearchParam, values: tuple[str, ...]) -> ColumnElement[bool]:
         wanted = values[0].lower() if values else ""
@@ -196,7 +260,10 @@ class QueryCompiler:
         if modifier == "missing":  # every resource has an id
             return false() if values and values[0].lower() == "true" else true()
         match = resource.c.id.in_([_unescape(v) for v in values])
-        return not_(match) if modifier == "not" else match
+        if modifier == "not":
+            return not_(match)
+        self._direct[id(match)] = True
+        return match
 
     def _last_updated(self, modifier: str | None, values: tuple[str, ...]) -> ColumnElement[bool]:
         if modifier == "missing":  # every resource has a lastUpdated
