@@ -13,7 +13,8 @@ Per backend (a temp SQLite file; a fresh PostgreSQL database, dropped at the end
    re-created, then ANALYZE). Then the ``--small`` study: the first ``--small`` subjects of
    the same data, in its own database, for the scaling ratio.
 2. *Baseline* (same run, same database): the time to just read the study's Observation rows
-   with the derivation's own query (SQL + fetching the bytes, no parsing).
+   with the derivation's own statement, cursor and transaction settings
+   (:func:`service.derivation.queries.stream`: SQL + fetching the bytes, no parsing).
 3. *Derivation* (what the ≤ 10 s target is about — computation, nothing written), split:
    ``read+parse`` (:func:`service.derivation.inputs.load_study`: SQL, JSON, unit
    conversion), ``outputs`` (visit selection and every output of contract §4),
@@ -24,9 +25,10 @@ Per backend (a temp SQLite file; a fresh PostgreSQL database, dropped at the end
    ``DomainService.write`` (the service's one write path: validation, index, history), per
    resource, and what that means for the whole study — an extrapolation, labelled so.
 5. *Demo end to end* (6 subjects, contract §6): :meth:`DerivationService.run` + the Bundle,
-   on a fresh store with the demo loaded: the first derivation (every output created), a
-   re-derivation without changes (nothing written), and one after changing one input (a few
-   outputs updated). Target: ≤ 100 ms.
+   on a fresh store with the demo loaded (no ANALYZE: PostgreSQL plans without statistics,
+   as on a server right after ``serve --demo``): the first derivation (every output
+   created), a re-derivation without changes (nothing written), and one after changing one
+   input (a few outputs updated). Target: ≤ 100 ms.
 
 Foreign CPU (other processes' share of the machine while a phase ran) is reported next to
 each phase: the machine is small and shared. Results go to ``bench/results/derivation_bench.json``.
@@ -69,14 +71,18 @@ def timed(fn: Callable[[], Any], db_name: str | None = None) -> tuple[Any, float
 
 
 def read_rows_baseline(engine: Any, study_id: str) -> int:
+    """Fetch the study's Observation rows exactly as the derivation does (same statement,
+    same streaming cursor, same transaction settings) and do nothing with them."""
     from service.db.engine import read_transaction
     from service.derivation import queries
-    from service.derivation.inputs import _CODE_VALUES
+    from service.derivation.inputs import observation_statement
 
     n = 0
     with read_transaction(engine) as conn:
-        for row in queries.of_patients(conn, "Observation", study_id, code_values=_CODE_VALUES):
-            n += len(row.content) > 0
+        queries.prepare_bulk_read(conn)
+        patients = queries.study_patient_ids(conn, study_id)
+        for row in queries.stream(conn, observation_statement(conn, patients)):
+            n += row[3] is not None
     return n
 
 
@@ -247,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-subjects", type=int, default=10_000, help="generate (or reuse) this many subjects; the runs use prefixes")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "derivation_bench.json"), help="write the results here")
     args = parser.parse_args(argv)
     log(f"derivation bench: {args.subjects:,} and {args.small:,} subjects; {platform.python_version()} on {os.cpu_count()} CPUs; load {os.getloadavg()}")
     data = generate(max(args.data_subjects, args.subjects), jobs=args.jobs, log=log)
@@ -256,10 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, args.subjects, args.small)
     text += f"\nload average at the end: {os.getloadavg()}; foreign CPU = other processes' share of the machine during a phase"
     log("\n" + text)
-    out = ROOT / "bench" / "results" / "derivation_bench.json"
+    out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "loadavg_end": os.getloadavg(), "results": results, "table": text}, indent=2, default=str))
-    log(f"\nwritten {out.relative_to(ROOT)}")
+    log(f"\nwritten {out}")
     return 0
 
 

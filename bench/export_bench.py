@@ -255,7 +255,7 @@ def free_port() -> int:
 
 def start_server(db: BenchDatabase, export_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = dict(os.environ, TRIALFHIR_DATABASE_URL=db.url, TRIALFHIR_EXPORT_DIR=str(export_dir), TRIALFHIR_LOG_LEVEL="WARNING", TRIALFHIR_EXPORT_POLL_SECONDS="0.1")
+    env = dict(os.environ, TRIALFHIR_DATABASE_URL=db.url, TRIALFHIR_EXPORT_DIR=str(export_dir), TRIALFHIR_LOG_LEVEL="WARNING", TRIALFHIR_EXPORT_POLL_SECONDS="0.1", TRIALFHIR_AUTH="off")
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,

@@ -59,7 +59,8 @@ _COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         ("Condition.notify", "Condition.wait", "WorkerThread.run", "(queue.py", "(threading.py", "anyio/"),
         (),
     ),
-    ("database driver (sqlite3 / psycopg calls)", ("do_commit", "do_execute", "do_executemany", "do_rollback", "do_ping", "psycopg/"), ()),
+    # service/storage/bulk.py calls the driver directly: its leaf frames are driver time
+    ("database driver (sqlite3 / psycopg calls)", ("do_commit", "do_execute", "do_executemany", "do_rollback", "do_ping", "psycopg/", "service/storage/bulk"), ()),
     ("SQLAlchemy Core (statement build, cache key, compile, execution context, pool)", ("sqlalchemy/",), ()),
     ("trialfhir validation (fhirkit + bindings + ele-1)", ("service/fhir/validation", "service/fhir/bindings"), ()),
     ("trialfhir search indexing (index_resource)", ("service/search/",), ()),

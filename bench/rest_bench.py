@@ -374,8 +374,11 @@ def database(backend: str, tmp: Path) -> Iterator[str]:
 
 
 def server_env(**extra: str) -> dict[str, str]:
+    """The environment of a benchmark server: no inherited ``TRIALFHIR_*`` settings, and
+    authorization off (the servers bind loopback; the targets are for the store itself)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALFHIR_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["TRIALFHIR_AUTH"] = "off"
     env.update(extra)
     return env
 

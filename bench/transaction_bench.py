@@ -24,7 +24,13 @@ Throughput is resources written per second (1,100 per Bundle: 100 Patients + 1,0
 Observations). The same-run baseline validates the same 1,000 Observation dicts with
 ``fhir.resources.R4B.observation.Observation.model_validate`` (objects/s); the ratio
 trialfhir / baseline has the target ≥ 0.5, and the absolute targets are ≥ 5,000 res/s on
-SQLite and ≥ 3,000 on PostgreSQL.
+SQLite and ≥ 3,000 on PostgreSQL. Each run also records the CPU it cost per resource — of
+the measured process and of the PostgreSQL backends serving the database — and how much of
+the machine other processes used meanwhile (:class:`bench.rest_bench.CpuMeter`): on a shared
+machine the rates swing with other load, the CPU per resource much less.
+
+The servers and in-process apps run with ``TRIALFHIR_AUTH=off`` (loopback): the targets are
+for the store; authorization has its own tests.
 
 Then (unless ``--no-big``) a 10,000-entry Bundle (100 conditional Patients + 9,900
 Observations) runs in a child process on a fresh database: its peak RSS
@@ -45,6 +51,7 @@ import cProfile
 import http.client
 import json
 import logging
+import os
 import pstats
 import random
 import statistics
@@ -58,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.payload import observation
-from bench.rest_bench import database, free_port, machine, server, server_env
+from bench.rest_bench import CpuMeter, database, free_port, machine, server, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
@@ -128,7 +135,7 @@ def make_app(url: str):  # type: ignore[no-untyped-def]
     from service.app import create_app
     from service.config import Settings
 
-    app = create_app(Settings.from_env(database_url=url, log_level="WARNING"))
+    app = create_app(Settings.from_env(database_url=url, log_level="WARNING", auth="off"))  # in-process: no caller to authenticate
     quiet()
     return app
 
@@ -183,13 +190,28 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def metered(result: dict[str, Any], path: str, meter: CpuMeter, n_res: int, run: Any) -> float:
+    """``run()`` (returning seconds) under ``meter``; records res/s and the CPU per resource of
+    the measured process and of the PostgreSQL backends, and the other processes' share."""
+    meter.start()
+    seconds = run()
+    foreign = meter.stop()
+    result[path].append(n_res / seconds)
+    if meter.server_seconds is not None:
+        result[f"{path}_cpu"].append({"process_us": meter.server_seconds * 1e6 / n_res, "db_us": (meter.db_seconds or 0.0) * 1e6 / n_res, "foreign": foreign})
+    return seconds
+
+
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     n_p, n_o = args.patients, args.observations
     n_res = n_p + n_o
     result: dict[str, Any] = {"backend": backend, "resources_per_bundle": n_res, "app": [], "processor": [], "uvicorn": [], "baseline": []}
+    result.update({f"{path}_cpu": [] for path in ("app", "processor", "uvicorn")})
     with tempfile.TemporaryDirectory(prefix="trialfhir-txbench-") as tmp_name, database(backend, Path(tmp_name)) as url:
+        db_name = url.rsplit("/", 1)[1] if backend == "postgresql" else None
+        meter = CpuMeter(os.getpid(), db_name)
         app = make_app(url)
         with TestClient(app, base_url="http://bench") as client:
             # warm-up (imports, UCUM tables, statement caches): not measured
@@ -199,9 +221,10 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             for run in range(args.runs):
                 doc, observations = make_bundle(n_o, n_p, f"{backend}-{run}-{uuid.uuid4().hex[:8]}")
                 result["baseline"].append(baseline_rate(observations))
-                result["app"].append(n_res / run_app(client, json.dumps(doc).encode(), n_p, n_o))
+                body = json.dumps(doc).encode()
+                metered(result, "app", meter, n_res, lambda: run_app(client, body, n_p, n_o))
                 doc, _ = make_bundle(n_o, n_p, f"{backend}-p{run}-{uuid.uuid4().hex[:8]}")
-                result["processor"].append(n_res / run_processor(app.state.bundles, doc, n_p, n_o))
+                metered(result, "processor", meter, n_res, lambda: run_processor(app.state.bundles, doc, n_p, n_o))
                 print(f"  {backend} run {run + 1}/{args.runs}: app {result['app'][-1]:,.0f} res/s, processor {result['processor'][-1]:,.0f} res/s, baseline {result['baseline'][-1]:,.0f} obj/s", flush=True)
             app_med = statistics.median(result["app"])
             base_med = statistics.median(result["baseline"])
@@ -218,9 +241,11 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             with server("trialfhir", cmd, port, env, Path(tmp_name)) as proc:
                 warm, _ = make_bundle(50, 10, f"warmh-{uuid.uuid4().hex[:8]}")
                 run_http(port, json.dumps(warm).encode(), 10, 50)
+                server_meter = CpuMeter(proc.pid, db_name)
                 for run in range(args.runs):
                     doc, _ = make_bundle(n_o, n_p, f"{backend}-h{run}-{uuid.uuid4().hex[:8]}")
-                    result["uvicorn"].append(n_res / run_http(port, json.dumps(doc).encode(), n_p, n_o))
+                    body = json.dumps(doc).encode()
+                    metered(result, "uvicorn", server_meter, n_res, lambda: run_http(port, body, n_p, n_o))
                     print(f"  {backend} uvicorn run {run + 1}/{args.runs}: {result['uvicorn'][-1]:,.0f} res/s", flush=True)
                 if not args.no_big:
                     n_big_p = 100
@@ -322,6 +347,24 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace, info: 
             print(
                 f"{backend:<11} {path:<10} {med:>9,.0f} {f'{min(vals):,.0f}–{max(vals):,.0f}':>17} {target:>8,.0f} {verdict(med >= target):>5} {base:>15,.0f} {ratio:>6.3f} {verdict(ratio >= TARGET_RATIO):>5}"
             )
+    print()
+    print("CPU per resource, median over the runs (less sensitive to other load than the rates): µs of the measured")
+    print("process (app, processor: this process, TestClient included for app; uvicorn: the server) and of the")
+    print("PostgreSQL backends serving the database; other = share of the machine's CPU used by other processes")
+    header = f"{'backend':<11} {'path':<10} {'process µs':>11} {'PG µs':>8} {'total µs':>9} {'other':>6}"
+    print(header)
+    print("-" * len(header))
+    for res in results:
+        for path in ("app", "processor", "uvicorn"):
+            cpu = res.get(f"{path}_cpu") or []
+            if not cpu:
+                continue
+            proc_us = statistics.median(c["process_us"] for c in cpu)
+            db_us = statistics.median(c["db_us"] for c in cpu)
+            foreign = [c["foreign"] for c in cpu if c["foreign"] is not None]
+            other = f"{100 * statistics.median(foreign):.0f}%" if foreign else "-"
+            db_text = f"{db_us:,.0f}" if res["backend"] == "postgresql" else "-"
+            print(f"{res['backend']:<11} {path:<10} {proc_us:>11,.0f} {db_text:>8} {proc_us + db_us:>9,.0f} {other:>6}")
     print()
     for res in results:
         big = res.get("big")

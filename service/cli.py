@@ -2,6 +2,13 @@
 
 ``trialfhir serve [--host 127.0.0.1] [--port 8000] [--workers N] [--demo]`` migrates the
 database, then runs uvicorn. ``trialfhir migrate`` only migrates.
+
+Authorization (contract §1): ``TRIALFHIR_AUTH=smart`` (the default) or ``off``; ``off`` is
+refused unless ``serve`` binds a loopback address; ``--demo`` on a loopback address implies
+``off`` (unless ``TRIALFHIR_AUTH=smart`` is set explicitly).
+``trialfhir clients add NAME --jwks-file F --scope "system/*.rs ..." [--study STUDY_ID ...]``
+registers a SMART Backend Services client and prints its client_id; ``trialfhir clients
+list`` shows them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ def _migrate(settings: Settings) -> None:
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         upgrade(engine)
+        from service.derivation.service import publish_measures
+
+        publish_measures(engine)  # MeasureReport.measure resolves before any derivation (contract §5)
     finally:
         engine.dispose()
 
@@ -40,9 +50,35 @@ def _redact(url: str) -> str:
     return url
 
 
+def _serve_auth(args: argparse.Namespace) -> str | None:
+    """The TRIALFHIR_AUTH the server runs with, or None after explaining a refusal."""
+    from service.app import is_loopback
+
+    explicit = os.environ.get("TRIALFHIR_AUTH", "").strip().lower()
+    loopback = is_loopback(args.host)
+    if args.demo and loopback and explicit != "smart":
+        return "off"
+    mode = explicit or "smart"
+    if mode == "off" and not loopback:
+        print(
+            f"trialfhir serve: TRIALFHIR_AUTH=off is allowed only on a loopback address, not {args.host}. "
+            "Bind 127.0.0.1 for local work, or keep authorization on and register clients with "
+            "'trialfhir clients add NAME --jwks-file F --scope \"system/*.rs\"'.",
+            file=sys.stderr,
+        )
+        return None
+    return mode
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    mode = _serve_auth(args)
+    if mode is None:
+        return 2
+    # Workers re-create the app from the environment: they get the mode and the bind address.
+    os.environ["TRIALFHIR_AUTH"] = mode
+    os.environ["TRIALFHIR_BIND_HOST"] = args.host
     settings = Settings.from_env()
     _migrate(settings)
     if args.demo:
@@ -165,6 +201,54 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clients_add(args: argparse.Namespace) -> int:
+    """Register a client; print its client_id (and nothing else on stdout)."""
+    from service.auth.clients import RegistrationError, add_client
+    from service.auth.jwks import JwksError, load_jwks_file
+    from service.db.engine import make_engine
+
+    settings = Settings.from_env()
+    _migrate(settings)
+    jwks = None
+    if args.jwks_file:
+        try:
+            jwks = load_jwks_file(args.jwks_file)
+        except (OSError, JwksError) as exc:
+            print(f"trialfhir clients add: {exc}", file=sys.stderr)
+            return 2
+    scopes = " ".join(args.scope)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        client = add_client(engine, args.name, scopes=scopes, jwks=jwks, jwks_url=args.jwks_url, studies=args.study)
+    except RegistrationError as exc:
+        print(f"trialfhir clients add: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(client.client_id)
+    bound = ", ".join(sorted(client.studies)) if client.studies is not None else "all studies"
+    print(f"registered {client.name}: scopes '{client.scope_text}', {bound}", file=sys.stderr)
+    return 0
+
+
+def cmd_clients_list(args: argparse.Namespace) -> int:
+    from service.auth.clients import list_clients
+    from service.db.engine import make_engine
+
+    settings = Settings.from_env()
+    _migrate(settings)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        clients = list_clients(engine)
+    finally:
+        engine.dispose()
+    for c in clients:
+        keys = "jwks-url " + (c.jwks_url or "") if c.jwks_url else "jwks inline"
+        studies = ",".join(sorted(c.studies)) if c.studies is not None else "*"
+        print(f"{c.client_id}\t{c.name}\t{'active' if c.active else 'disabled'}\t{c.scope_text}\tstudies={studies}\t{keys}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trialfhir", description="FHIR R4 interoperability service for clinical trials")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--demo", action="store_true", help="load the demo study if absent")
     serve.set_defaults(func=cmd_serve)
+    clients = sub.add_parser("clients", help="SMART Backend Services clients (authorization)")
+    clients_sub = clients.add_subparsers(dest="clients_command", required=True)
+    add = clients_sub.add_parser("add", help="register a client; prints its client_id")
+    add.add_argument("name", help="a name for the client (shown in audit and listings)")
+    keys = add.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--jwks-file", help="the client's public keys (JWKS JSON; RS384 or ES384 keys with a kid)")
+    keys.add_argument("--jwks-url", help="where the server fetches the client's JWKS")
+    add.add_argument("--scope", action="append", required=True, help='scopes it may be granted, e.g. "system/*.rs system/Observation.cu"')
+    add.add_argument("--study", nargs="+", action="extend", help="bind the client to these studies (ResearchStudy id or study code); default all")
+    add.set_defaults(func=cmd_clients_add)
+    lst = clients_sub.add_parser("list", help="list the registered clients")
+    lst.set_defaults(func=cmd_clients_list)
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=cmd_migrate)
     imp = sub.add_parser("import-csv", help="import assessments from a CSV file (one row per subject x visit)")

@@ -15,6 +15,25 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    return raw not in ("0", "false", "no", "off")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+AUTH_MODES = ("smart", "off")
+
+
 def normalise_database_url(url: str) -> str:
     """Accept the URL spellings the contract allows and return one SQLAlchemy can use.
 
@@ -50,7 +69,31 @@ class Settings:
     pool_size: int = 20
     log_level: str = "INFO"
     run_migrations: bool = True
+    #: ``smart`` (SMART Backend Services bearer tokens, the default) or ``off`` (no
+    #: authorization; only allowed when the server binds a loopback address, contract §1).
+    auth: str = "smart"
+    #: The address ``trialfhir serve`` binds (set by the CLI for its workers); with
+    #: ``auth`` off a non-loopback address is refused at start-up.
+    bind_host: str = ""
+    #: Lifetime of the access tokens the token endpoint issues, in seconds (≤ 300 advised).
+    token_lifetime_seconds: int = 300
+    #: Write an AuditEvent for every request; None = on exactly when ``auth`` is ``smart``.
+    audit: bool | None = None
+    #: Origins allowed to call the API from a browser (CORS); empty = CORS off.
+    cors_origins: tuple[str, ...] = ()
+    #: A GET/HEAD that has not started answering after this many seconds gets a 503.
+    request_timeout_seconds: float = 120.0
+    #: A request body that has not fully arrived after this many seconds gets a 408.
+    body_timeout_seconds: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth != "off"
+
+    @property
+    def audit_enabled(self) -> bool:
+        return self.auth_enabled if self.audit is None else self.audit
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -67,8 +110,18 @@ class Settings:
             "pool_size": _env_int("TRIALFHIR_POOL_SIZE", 20),
             "log_level": os.environ.get("TRIALFHIR_LOG_LEVEL", "INFO").upper(),
             "run_migrations": os.environ.get("TRIALFHIR_RUN_MIGRATIONS", "1") not in ("0", "false", "no"),
+            "auth": os.environ.get("TRIALFHIR_AUTH", "smart").strip().lower() or "smart",
+            "bind_host": os.environ.get("TRIALFHIR_BIND_HOST", ""),
+            "token_lifetime_seconds": _env_int("TRIALFHIR_TOKEN_LIFETIME_SECONDS", 300),
+            "audit": _env_bool("TRIALFHIR_AUDIT"),
+            "cors_origins": _env_list("TRIALFHIR_CORS_ORIGINS"),
+            "request_timeout_seconds": _env_float("TRIALFHIR_REQUEST_TIMEOUT_SECONDS", 120.0),
+            "body_timeout_seconds": _env_float("TRIALFHIR_BODY_TIMEOUT_SECONDS", 60.0),
         }
         values.update(overrides)
         if "database_url" in overrides:
             values["database_url"] = normalise_database_url(str(overrides["database_url"]))
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.auth not in AUTH_MODES:
+            raise ValueError(f"TRIALFHIR_AUTH={settings.auth!r}: use 'smart' (the default) or 'off'.")
+        return settings

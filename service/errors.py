@@ -1,7 +1,9 @@
 """Exception handlers: every error leaves as an OperationOutcome with the right status.
 
 Under ``/fhir`` errors are OperationOutcome (application/fhir+json). Elsewhere (``/api``
-and the rest) they are RFC 9457 problem details. No handler ever puts a stack trace,
+and the rest) they are RFC 9457 problem details. A 401 carries ``WWW-Authenticate: Bearer``
+(RFC 6750 §3, set by :mod:`service.context`); a 403 names the scope or study rule that
+refused the request (:mod:`service.auth.access`). No handler ever puts a stack trace,
 SQL or a driver message in a response; unexpected exceptions are logged with the
 request id and answered with a 500 that names only that id.
 """
@@ -73,6 +75,17 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
     from sqlalchemy.exc import DBAPIError
 
     assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) == "57014":  # statement_timeout (service.hardening)
+        rid = getattr(request.state, "request_id", "-")
+        log.warning("statement timeout", extra={"request_id": rid})
+        return _render(
+            request,
+            503,
+            [Issue("timeout", "The request took longer than this server allows (TRIALFHIR_REQUEST_TIMEOUT_SECONDS); nothing was stored. Narrow it (e.g. fewer search results per page) or retry later.")],
+            {"Retry-After": "5"},
+        )
+    if "NUL (0x00)" in str(exc.orig):  # PostgreSQL text cannot hold U+0000 (a search value, an id …)
+        return _render(request, 400, [Issue("invalid", "The request contains a NUL character (U+0000), which this server cannot store or search for; remove it.")])
     if not _is_unavailable(exc):
         return await unexpected_error_handler(request, exc)
     rid = getattr(request.state, "request_id", "-")
@@ -87,24 +100,31 @@ def _is_unavailable(exc: Exception) -> bool:
         return False
     if exc.connection_invalidated or isinstance(exc, InterfaceError):
         return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    # By SQLSTATE whatever the DBAPI class: psycopg raises 25006 (read-only transaction,
+    # e.g. default_transaction_read_only or a hot standby) as InternalError, not
+    # OperationalError — it was a 500 (tests/test_reliability.py).
+    if sqlstate.startswith(("08", "53", "57P")) or sqlstate == "25006":  # connection, insufficient resources, operator intervention, read-only
+        return True
     if isinstance(exc, OperationalError):
         text = str(exc.orig).lower() if exc.orig is not None else ""
-        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-        return (
-            sqlstate.startswith(("08", "53", "57P"))  # connection, insufficient resources, operator intervention
-            or sqlstate == "25006"  # read-only transaction
-            or any(t in text for t in ("readonly database", "read-only", "disk i/o", "database or disk is full", "unable to open", "connection"))
-        )
+        return any(t in text for t in ("readonly database", "read-only", "disk i/o", "database or disk is full", "unable to open", "connection"))
     return False
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     rid = getattr(request.state, "request_id", "-")
     log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+    from service.hardening import SECURITY_HEADERS
+
+    # Rendered outside the app's middleware: the security headers are added here.
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    headers["X-Request-ID"] = rid
     return _render(
         request,
         500,
         [Issue("exception", f"The server failed to process the request (request id {rid}); it has been logged.")],
+        headers,
     )
 
 

@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TRIALFHIR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b.strip() for b in os.environ.get("TRIALFHIR_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Authorization is on by default (issue 8). The suite's in-process apps and its loopback
+# live servers run without it — TRIALFHIR_AUTH=off is allowed there (contract §1);
+# tests/test_auth.py turns it on explicitly.
+os.environ.setdefault("TRIALFHIR_AUTH", "off")
 
 def _pg_available() -> str | None:
     try:

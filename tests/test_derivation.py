@@ -487,7 +487,7 @@ def test_rederiving_updates_in_place_and_never_duplicates(demo: Any) -> None:
     oid = ids.make_id(STUDY, "S01", "W16", "das28-crp")
     first = demo.get(f"/fhir/Observation/{oid}").json()
     again = endpoints(demo)
-    assert again["stored"] == {"created": 0, "updated": 0, "unchanged": again["stored"]["unchanged"]}
+    assert again["stored"] == {"created": 0, "updated": 0, "unchanged": again["stored"]["unchanged"], "deleted": []}
     assert demo.get(f"/fhir/Observation/{oid}").json()["meta"]["versionId"] == first["meta"]["versionId"] == "1"
     # change one input: W16 CRP of S01
     crp_id = ids.observation_id(STUDY, "S01", "W16", "crp")

@@ -995,19 +995,19 @@ def test_a_retried_transaction_is_not_changed_by_its_failed_attempt(client: Any,
     """
     from service.storage import repository
 
-    original = repository.ResourceRepository.write_many
+    original = repository.ResourceRepository._write  # what write_many and writing() both call
     calls = {"n": 0}
 
-    def conflict_once(self, writes):  # type: ignore[no-untyped-def]
+    def conflict_once(writer, writes):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 1:
             raise repository.StaleVersionError("Patient", "injected")
-        return original(self, writes)
+        return original(writer, writes)
 
     mark = unique("retry")
     p = uid()
     put(client, pat("retry", id="retry-upd"))
-    monkeypatch.setattr(repository.ResourceRepository, "write_many", conflict_once)
+    monkeypatch.setattr(repository.ResourceRepository, "_write", staticmethod(conflict_once))
     r = post_bundle(
         client,
         [

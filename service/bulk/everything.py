@@ -183,11 +183,24 @@ def everything(
         if not cursor.isdigit():
             raise error(400, "invalid", "_cursor is not a cursor this server issued; follow the Bundle's next link.")
         where.append(r.res_key > int(cursor))
+    from service.auth import policy
+
+    policy.require(resource_type, "r", "$everything")
+    readable = policy.export_types(None, set(RESOURCE_TYPES), "$everything")
+    if readable is not None:
+        where.append(r.resource_type.in_(readable))
     with read_transaction(engine) as conn:
+        focal = ResourceRepository(conn).current(resource_type, id)
+        if focal is not None and not focal.deleted:
+            policy.check_visible(conn, focal)
+        visible = policy.search_condition(conn, None)
+        if visible is not None:
+            where.append(visible)
         cond = _patient_condition(conn, id) if resource_type == "Patient" else _study_condition(conn, id)
         keys = [row[0] for row in conn.execute(select(r.res_key).where(cond, *where).order_by(r.res_key).limit(count + 1)).all()]
         page = keys[:count]
         versions = ResourceRepository(conn).current_by_keys(page)
+        policy.audit_read(versions)
     path = f"{resource_type}/{id}/$everything"
     shown = [(k, v) for k, v in params if k != "_cursor"]
     links = [("self", page_url(base_url, path, params))]

@@ -241,6 +241,12 @@ class ExportRun:
                 stmt = stmt.where(or_(r.last_updated_us > self.since_us, bulk_export_key.c.new_member == true()))
             else:
                 stmt = stmt.where(r.last_updated_us > self.since_us)
+        studies = self.job.params.get("studies")
+        if studies is not None:  # a client bound to studies exports only what they may see
+            from service.auth.studies import StudyView
+
+            with jobs.read_tx(self.engine) as conn:
+                stmt = stmt.where(StudyView(conn, studies).condition(None))
         filters = type_filter_conditions(self.job.params.get("type_filters") or [], self.job.params.get("base_url", ""), types)
         for rtype, conds in sorted(filters.items()):
             keep = [r.resource_type != rtype, or_(*conds)]

@@ -188,10 +188,19 @@ class BulkExports:
         self.worker.stop()
 
     def kick_off(self, ko: KickOff, *, request_url: str, base_url: str, client_id: str | None) -> jobs.Job:
+        """Authorise (scopes per exported type; a study-bound caller exports only its
+        studies, recorded in the job for the worker) and queue the job."""
+        from service.auth import policy
+
+        ko.types = policy.export_types(ko.types, allowed_types(ko.level, ko.associated), "$export")
+        studies = policy.current_access().studies
         if ko.level == "group":
             assert ko.group_id is not None
+            policy.require("Group", "r", "Group-level $export")
             with read_transaction(self.engine) as conn:
                 group = ResourceRepository(conn).current("Group", ko.group_id)
+                if group is not None and not group.deleted:
+                    policy.check_visible(conn, group)
             if group is None or group.deleted:
                 raise error(404, "not-found", f"Group/{ko.group_id} does not exist.")
         params = {
@@ -203,6 +212,7 @@ class BulkExports:
             "base_url": base_url,
             "issues": [{"code": i.code, "diagnostics": i.diagnostics, "severity": i.severity} for i in ko.issues],
             "requires_token": client_id is not None,
+            "studies": sorted(studies) if studies is not None else None,
         }
         job_id, _ = jobs.kick_off(
             self.engine,

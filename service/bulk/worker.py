@@ -73,8 +73,13 @@ class BulkWorker:
                     self.sweep()
                     self._next_sweep = time.monotonic() + max(1.0, min(30.0, self.settings.ttl_seconds / 4))
                 ran = self.run_one()
-            except Exception:  # noqa: BLE001 - the worker must outlive any one failure
-                log.exception("bulk export worker iteration failed")
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one failure
+                from service.errors import _is_unavailable
+
+                if _is_unavailable(exc):  # database down, restarting or read-only: one line, not a traceback a second
+                    log.warning("bulk export worker: database unavailable (%s); retrying", type(exc).__name__)
+                else:
+                    log.exception("bulk export worker iteration failed")
             if not ran:
                 self._wake.wait(self.settings.poll_seconds)
                 self._wake.clear()

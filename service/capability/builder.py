@@ -19,7 +19,37 @@ TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-inst
 SYSTEM_INTERACTIONS = ("history-system",)
 
 
-def capability_statement(base_url: str, software_version: str, now: str) -> dict[str, Any]:
+def security(base_url: str, smart: bool) -> dict[str, Any]:
+    """``rest.security`` (https://hl7.org/fhir/R4/capabilitystatement-definitions.html#CapabilityStatement.rest.security):
+    SMART-on-FHIR with the token endpoint in the ``oauth-uris`` extension (SMART App Launch
+    v2, conformance.html), or a plain statement that authorization is off."""
+    if not smart:
+        return {"cors": False, "description": "Authorization is off (TRIALFHIR_AUTH=off, loopback only): every local caller has all rights."}
+    return {
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": f"{base_url}/auth/token"}],
+            }
+        ],
+        "cors": False,
+        "service": [
+            {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+                "text": "SMART Backend Services (client_credentials, private_key_jwt RS384/ES384)",
+            }
+        ],
+        "description": (
+            "SMART App Launch v2 Backend Services: register with 'trialfhir clients add', sign a client assertion "
+            f"(aud {base_url}/auth/token, exp at most 5 minutes), exchange it for a bearer token and send it as "
+            "'Authorization: Bearer'. Scopes system/<Type|*>.<cruds> (v2) or .read/.write (v1) are enforced on every "
+            "interaction, Bundle entry, _include/_revinclude, $everything, $export and $endpoints; a client bound to "
+            f"studies sees only those studies' resources. Discovery: {base_url}/.well-known/smart-configuration."
+        ),
+    }
+
+
+def capability_statement(base_url: str, software_version: str, now: str, *, smart: bool = False) -> dict[str, Any]:
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         params = []
@@ -60,6 +90,7 @@ def capability_statement(base_url: str, software_version: str, now: str) -> dict
                 "mode": "server",
                 "documentation": "JSON only. Conditional create (If-None-Exist or POST [type]?criteria), "
                 "conditional update/patch/delete are race-free on SQLite and PostgreSQL.",
+                "security": security(base_url, smart),
                 "resource": resources,
                 "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
                 "operation": SYSTEM_OPERATIONS,

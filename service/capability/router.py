@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.capability.builder import capability_statement
-from service.context import RequestContext, request_context
+from service.context import RequestContext, public_context
 from service.fhir import jsonio
 from service.fhir.http import FhirResponse, negotiate
 
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/fhir", tags=["FHIR REST"])
 
 
 @router.get("/metadata", summary="CapabilityStatement")
-def metadata(request: Request, ctx: RequestContext = Depends(request_context)) -> Response:
-    """What this server implements, generated from its own tables."""
+def metadata(request: Request, ctx: RequestContext = Depends(public_context)) -> Response:
+    """What this server implements, generated from its own tables (public: no token needed)."""
     negotiate(request.headers.get("accept"), request.query_params.get("_format"))
     from service.db.engine import active_engine
     from service.search.registry import registry
@@ -30,7 +30,7 @@ def metadata(request: Request, ctx: RequestContext = Depends(request_context)) -
         from service import __version__
 
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = jsonio.dumps(capability_statement(ctx.base_url, __version__, now))
+        body = jsonio.dumps(capability_statement(ctx.base_url, __version__, now, smart=request.app.state.settings.auth_enabled))
         cache[key] = body
     if request.query_params.get("_pretty", "").lower() == "true":
         body = jsonio.dumps(jsonio.loads(body), pretty=True)

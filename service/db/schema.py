@@ -242,3 +242,43 @@ bulk_export_key = Table(
     #: Group after ``_since`` (the registry has none of that patient's history yet)
     Column("new_member", Boolean, nullable=False),
 )
+
+# --- migration 0005: authorization (service.auth) ------------------------------------------
+# Registered SMART Backend Services clients (their JWKS inline or by URL, the scopes they may
+# be granted and the studies they are bound to), the access tokens issued (by SHA-256 of
+# the token: a stolen database copy holds no usable token) and the client-assertion ``jti``
+# values seen before they expire (replay protection).
+
+auth_client = Table(
+    "auth_client",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("jwks", Text, nullable=True),
+    Column("jwks_url", String(2048), nullable=True),
+    Column("scopes", Text, nullable=False),
+    #: JSON list of study ids; NULL = not bound to studies
+    Column("studies", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
+auth_token = Table(
+    "auth_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("studies", Text, nullable=True),
+    Column("expires_us", BigInteger, nullable=False),
+)
+Index("ix_auth_token_expires", auth_token.c.expires_us)
+
+auth_jti = Table(
+    "auth_jti",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti_hash", String(64), primary_key=True),
+    Column("expires_us", BigInteger, nullable=False),
+)
+Index("ix_auth_jti_expires", auth_jti.c.expires_us)

@@ -14,6 +14,8 @@ Pipeline, one module per step:
   summaries per visit and the adverse-event summary (contract §4);
 - :mod:`~service.derivation.outputs` and :mod:`~service.derivation.reports` — the FHIR
   resources of contract §5 (derived Observations; MeasureReports and Measures);
-- :mod:`~service.derivation.service` — run it for a study, store the outputs (idempotent),
-  and render the Bundle, JSON and CSV; :mod:`~service.derivation.router` — the routes.
+- :mod:`~service.derivation.service` — run it for a study, store the outputs (idempotent;
+  :mod:`~service.derivation.storing`: what changed, and the stored outputs no longer
+  produced, which are deleted), publish the Measures at start-up, and render the Bundle,
+  JSON and CSV; :mod:`~service.derivation.router` — the routes.
 """

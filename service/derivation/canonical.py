@@ -19,6 +19,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final, Optional, Union
 
+from service.derivation.reading import number
 from service.endpoints import units
 from service.endpoints.result import Computed, NotComputable, Result
 
@@ -68,6 +69,22 @@ _MEMO: dict[tuple[str, type, Any, Optional[str]], Result[Canon]] = {}
 _MEMO_MAX = 200_000
 
 
+_NUMBER_TYPES = (int, float, Decimal)
+
+
+def canonical_of(measure: str, written: Any, unit: Optional[str]) -> Result[Canon]:
+    """The canonical values of the JSON value ``written`` (as parsed, :func:`.reading.loads`)
+    in ``unit``, or why there are none (not a number, or a conversion that fails)."""
+    if type(written) in _NUMBER_TYPES:  # memo first: the Decimal is only needed on a miss
+        found = _MEMO.get((measure, type(written), written if type(written) is not Decimal else str(written), unit))
+        if found is not None:
+            return found
+    value = number(written)
+    if value is None or not value.is_finite():
+        return NotComputable(f"value {written!r} is not a number")
+    return canonical(measure, written, value, unit)
+
+
 def canonical(measure: str, written: Any, value: Decimal, unit: Optional[str]) -> Result[Canon]:
     """The canonical values of ``value`` (``written`` = the JSON number as parsed) in ``unit``."""
     key = (measure, type(written), written if not isinstance(written, Decimal) else str(written), unit)
@@ -80,4 +97,4 @@ def canonical(measure: str, written: Any, value: Decimal, unit: Optional[str]) -
     return found
 
 
-__all__ = ["CONVERTERS", "Canon", "canonical"]
+__all__ = ["CONVERTERS", "Canon", "canonical", "canonical_of"]

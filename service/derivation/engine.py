@@ -77,6 +77,10 @@ class Rules:
     codes: tuple[str, ...]
     """Output codes produced, in contract §4 order (Boolean remission per setting)."""
 
+    def das28_crp_activity(self, das28_crp: Decimal) -> categories.Activity:
+        """The DAS28-CRP category with the study's cut-points (contract §3 setting)."""
+        return categories.das28_activity(das28_crp, self.crp_cutpoints)
+
     @staticmethod
     def of(settings: EndpointSettings) -> "Rules":
         cuts = settings.das28_crp_cut_points
@@ -107,38 +111,39 @@ def _v(s: Optional[Selected], key: str) -> Any:
 
 
 def _present(*items: Optional[Selected]) -> tuple[Selected, ...]:
-    return tuple(s for s in items if s is not None)
+    return tuple(filter(None, items))  # a Selected is always truthy
 
 
 class _VisitCalc:
     """The inputs and scores of one visit, computed once and shared by the outputs."""
 
     __slots__ = ("tjc", "sjc", "ptga", "ega", "esr", "crp", "pain", "haq", "treg", "th17", "das_esr", "das_crp", "sdai", "cdai",
-                 "acr", "das_esr_in", "das_crp_in", "sdai_in", "cdai_in", "bool_in", "by_measure")
+                 "acr", "das_esr_in", "das_crp_in", "sdai_in", "cdai_in", "bool_in", "by_measure", "values")
 
     def __init__(self, sel: dict[str, Selected]) -> None:
         g = sel.get
-        self.tjc, self.sjc, self.ptga, self.ega = g("tjc28"), g("sjc28"), g("ptga"), g("ega")
-        self.esr, self.crp, self.pain = g("esr"), g("crp"), g("pain")
-        self.haq = g("haq_di") or g("haq_di_qr")
+        self.tjc, self.sjc, self.ptga, self.ega = tjc, sjc, ptga, ega = g("tjc28"), g("sjc28"), g("ptga"), g("ega")
+        self.esr, self.crp, self.pain = esr, crp, pain = g("esr"), g("crp"), g("pain")
+        self.haq = haq = g("haq_di") or g("haq_di_qr")
         self.treg, self.th17 = g("treg_pct"), g("th17_pct")
-        tjc, sjc = _v(self.tjc, "count"), _v(self.sjc, "count")
-        ptga_mm, ptga10, ega10 = _v(self.ptga, "mm"), _v(self.ptga, "score10"), _v(self.ega, "score10")
-        crp_mg_l, crp_mg_dl, esr = _v(self.crp, "mg_l"), _v(self.crp, "mg_dl"), _v(self.esr, "mm_h")
-        self.das_esr = scores.das28_esr(tjc, sjc, esr, ptga_mm)
-        self.das_crp = scores.das28_crp(tjc, sjc, crp_mg_l, ptga_mm)
-        self.sdai = scores.sdai(tjc, sjc, ptga10, ega10, crp_mg_dl)
-        self.cdai = scores.cdai(tjc, sjc, ptga10, ega10)
-        self.acr = AcrComponents(tjc, sjc, _v(self.pain, "mm"), ptga10, ega10, _v(self.haq, "haq"), crp_mg_l, esr)
-        self.das_esr_in = _present(self.tjc, self.sjc, self.esr, self.ptga)
-        self.das_crp_in = _present(self.tjc, self.sjc, self.crp, self.ptga)
-        self.sdai_in = _present(self.tjc, self.sjc, self.ptga, self.ega, self.crp)
-        self.cdai_in = _present(self.tjc, self.sjc, self.ptga, self.ega)
+        tjc_n = tjc.value.canon["count"] if tjc is not None else None
+        sjc_n = sjc.value.canon["count"] if sjc is not None else None
+        ptga_mm, ptga10 = (ptga.value.canon["mm"], ptga.value.canon["score10"]) if ptga is not None else (None, None)
+        ega10 = ega.value.canon["score10"] if ega is not None else None
+        crp_mg_l, crp_mg_dl = (crp.value.canon["mg_l"], crp.value.canon["mg_dl"]) if crp is not None else (None, None)
+        esr_mm_h = esr.value.canon["mm_h"] if esr is not None else None
+        self.values = (tjc_n, sjc_n, crp_mg_dl, ptga10)
+        self.das_esr = scores.das28_esr(tjc_n, sjc_n, esr_mm_h, ptga_mm)
+        self.das_crp = scores.das28_crp(tjc_n, sjc_n, crp_mg_l, ptga_mm)
+        self.sdai = scores.sdai(tjc_n, sjc_n, ptga10, ega10, crp_mg_dl)
+        self.cdai = scores.cdai(tjc_n, sjc_n, ptga10, ega10)
+        self.acr = AcrComponents(tjc_n, sjc_n, _v(pain, "mm"), ptga10, ega10, _v(haq, "haq"), crp_mg_l, esr_mm_h)
+        self.das_esr_in = _present(tjc, sjc, esr, ptga)
+        self.das_crp_in = _present(tjc, sjc, crp, ptga)
+        self.sdai_in = _present(tjc, sjc, ptga, ega, crp)
+        self.cdai_in = _present(tjc, sjc, ptga, ega)
         self.bool_in = self.das_crp_in
-        self.by_measure = {
-            "tjc28": self.tjc, "sjc28": self.sjc, "pain": self.pain, "ptga": self.ptga, "ega": self.ega,
-            "haq-di": self.haq, "crp": self.crp, "esr": self.esr,
-        }
+        self.by_measure = {"tjc28": tjc, "sjc28": sjc, "pain": pain, "ptga": ptga, "ega": ega, "haq-di": haq, "crp": crp, "esr": esr}
 
 
 class _Builder:
@@ -170,7 +175,7 @@ class _Builder:
         return notes
 
     def make(self, code: str, result: Result[Any], inputs: tuple[Selected, ...], *, change: bool = False) -> Output:
-        if isinstance(result, Computed):
+        if type(result) is Computed:
             return Output(code, result.value, None, inputs)
         notes = self._notes(code, change)
         if self.context_note:
@@ -179,10 +184,11 @@ class _Builder:
         return Output(code, None, reason, inputs, "undefined" in result.reason)
 
 
-def _category(score: Result[Decimal], label: str, fn: Any) -> Result[str]:
-    if isinstance(score, NotComputable):
-        return NotComputable(f"{label} not computed: {score.reason}")
-    return Computed(fn(score.value).value)
+def _category(b: _Builder, code: str, score: Result[Decimal], label: str, fn: Any, inputs: tuple[Selected, ...]) -> Output:
+    """A category output from its score (decided on the unrounded value, contract §4)."""
+    if isinstance(score, Computed):
+        return Output(code, fn(score.value).value, None, inputs)
+    return b.make(code, NotComputable(f"{label} not computed: {score.reason}"), inputs)
 
 
 def _pair(bl: Result[Decimal], v: Result[Decimal], label: str, visit: str) -> Result[tuple[Decimal, Decimal]]:
@@ -193,8 +199,13 @@ def _pair(bl: Result[Decimal], v: Result[Decimal], label: str, visit: str) -> Re
     return Computed((bl.value, v.value))
 
 
+_ACR_NS = (20, 50, 70)
+_ACR_CODES = {n: f"acr{n}" for n in _ACR_NS}
+
+
 def derive_visit(visit: Visit, sel: dict[str, Selected], bl: Optional[_VisitCalc], rules: Rules, b: _Builder) -> tuple[dict[str, Output], _VisitCalc]:
-    """The outputs of one visit; ``bl`` is the baseline's calculation (None at/before BL)."""
+    """The outputs of one visit, in contract §4 order; ``bl`` is the baseline's calculation
+    (None at/before BL)."""
     c = _VisitCalc(sel)
     make = b.make
     out: dict[str, Output] = {
@@ -202,43 +213,50 @@ def derive_visit(visit: Visit, sel: dict[str, Selected], bl: Optional[_VisitCalc
         "das28-crp": make("das28-crp", c.das_crp, c.das_crp_in),
         "sdai": make("sdai", c.sdai, c.sdai_in),
         "cdai": make("cdai", c.cdai, c.cdai_in),
-        "das28-esr-activity": make("das28-esr-activity", _category(c.das_esr, "DAS28-ESR", categories.das28_activity), c.das_esr_in),
-        "das28-crp-activity": make(
-            "das28-crp-activity", _category(c.das_crp, "DAS28-CRP", lambda s: categories.das28_activity(s, rules.crp_cutpoints)), c.das_crp_in
-        ),
-        "sdai-activity": make("sdai-activity", _category(c.sdai, "SDAI", categories.sdai_activity), c.sdai_in),
-        "cdai-activity": make("cdai-activity", _category(c.cdai, "CDAI", categories.cdai_activity), c.cdai_in),
+        "das28-esr-activity": _category(b, "das28-esr-activity", c.das_esr, "DAS28-ESR", categories.das28_activity, c.das_esr_in),
+        "das28-crp-activity": _category(b, "das28-crp-activity", c.das_crp, "DAS28-CRP", rules.das28_crp_activity, c.das_crp_in),
+        "sdai-activity": _category(b, "sdai-activity", c.sdai, "SDAI", categories.sdai_activity, c.sdai_in),
+        "cdai-activity": _category(b, "cdai-activity", c.cdai, "CDAI", categories.cdai_activity, c.cdai_in),
     }
     if bl is not None:
-        _changes(visit, c, bl, rules, b, out)
-    tjc, sjc, crp, ptga = _v(c.tjc, "count"), _v(c.sjc, "count"), _v(c.crp, "mg_dl"), _v(c.ptga, "score10")
+        _responses(visit, c, bl, rules, b, out)
+    tjc, sjc, crp, ptga = c.values
     for version in rules.boolean_versions:
         code = f"boolean-remission-{version}"
         out[code] = make(code, responses.boolean_remission(tjc, sjc, crp, ptga, version), c.bool_in)
+    if bl is not None:
+        _change_values(c, bl, b, out)
     out["treg-th17-ratio"] = make("treg-th17-ratio", scores.treg_th17_ratio(_v(c.treg, "pct"), _v(c.th17, "pct")), _present(c.treg, c.th17))
-    return {code: out[code] for code in rules.codes if code in out}, c
+    return out, c
 
 
-def _changes(visit: Visit, c: _VisitCalc, bl: _VisitCalc, rules: Rules, b: _Builder, out: dict[str, Output]) -> None:
-    results = responses.acr_responses((20, 50, 70), bl.acr, c.acr, rules.reactant)
+def _responses(visit: Visit, c: _VisitCalc, bl: _VisitCalc, rules: Rules, b: _Builder, out: dict[str, Output]) -> None:
+    """ACR20/50/70 and the EULAR responses of a visit after BL."""
+    results = responses.acr_responses(_ACR_NS, bl.acr, c.acr, rules.reactant)
     # the components used do not depend on N: those present (and valid) at both visits
-    names = [comp.name for comp in results[0].components if comp.baseline is not None and comp.visit is not None]
-    used = tuple(s for name in names for s in (bl.by_measure[name], c.by_measure[name]) if s is not None)
+    used = tuple(s for name in results[0].used_components for s in (bl.by_measure[name], c.by_measure[name]) if s is not None)
     for result in results:
-        out[f"acr{result.n}"] = b.make(f"acr{result.n}", result.as_result(), used, change=True)
+        code = _ACR_CODES[result.n]
+        out[code] = Output(code, result.met, None, used) if result.evaluable else b.make(code, result.as_result(), used, change=True)
     for code, label, base, now, inputs in (
         ("eular-response-esr", "DAS28-ESR", bl.das_esr, c.das_esr, bl.das_esr_in + c.das_esr_in),
         ("eular-response-crp", "DAS28-CRP", bl.das_crp, c.das_crp, bl.das_crp_in + c.das_crp_in),
     ):
         if isinstance(base, Computed) and isinstance(now, Computed):
-            result: Result[Any] = Computed(responses.eular_response(base.value, now.value).value)
+            out[code] = Output(code, responses.eular_response(base.value, now.value).value, None, inputs)
         else:
-            result = _pair(base, now, label, visit.name)
-        out[code] = b.make(code, result, inputs, change=True)
+            out[code] = b.make(code, _pair(base, now, label, visit.name), inputs, change=True)
+
+
+def _change_values(c: _VisitCalc, bl: _VisitCalc, b: _Builder, out: dict[str, Output]) -> None:
+    """HAQ-DI change (and its MCID) and pain change of a visit after BL."""
     haq_in = _present(bl.haq, c.haq)
     change = responses.haq_di_change(_v(bl.haq, "haq"), _v(c.haq, "haq"))
     out["haq-di-change"] = b.make("haq-di-change", change, haq_in, change=True)
-    out["haq-di-mcid"] = b.make("haq-di-mcid", change.map(responses.haq_mcid), haq_in, change=True)
+    if isinstance(change, Computed):
+        out["haq-di-mcid"] = Output("haq-di-mcid", responses.haq_mcid(change.value), None, haq_in)
+    else:
+        out["haq-di-mcid"] = b.make("haq-di-mcid", change, haq_in, change=True)
     pain = responses.pain_change_mm(_v(bl.pain, "mm"), _v(c.pain, "mm"))
     out["pain-change"] = b.make("pain-change", pain, _present(bl.pain, c.pain), change=True)
 

@@ -24,7 +24,7 @@ aside with the reason (:mod:`.canonical`), the date as written (:mod:`.reading`)
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from sqlalchemy import Engine
 
@@ -34,10 +34,10 @@ from mappers.study import plan_definition_to_visits, settings_from_research_stud
 from schemas.trial import Visit, default_schedule
 from service.db.engine import read_transaction
 from service.derivation import queries
-from service.derivation.canonical import canonical
+from service.derivation.canonical import canonical_of
 from service.derivation.haq_qr import USED_STATUSES as QR_STATUSES
 from service.derivation.haq_qr import haq_di_of_response, has_haq_items
-from service.derivation.reading import ParseStats, code_of, extension_value, loads, number, reference_id, when
+from service.derivation.reading import ParseStats, When, code_of, extension_value, loads, loads_observation, reference_id, when, when_text
 from service.derivation.records import (
     Infusion,
     InputValue,
@@ -47,7 +47,7 @@ from service.derivation.records import (
     StudyData,
     SubjectRecord,
 )
-from service.endpoints.result import NotComputable
+from service.endpoints.result import Computed, NotComputable
 from service.fhir.outcome import error
 
 USED_STATUSES = codes.USED_OBSERVATION_STATUSES
@@ -117,8 +117,8 @@ def _is_product(ma: dict[str, Any], product: str, product_medications: set[str])
     return code_of(ma.get("medicationCodeableConcept"), codes.RA) == product
 
 
-def _infusions(conn: Any, study: StudyContext, warnings: list[str]) -> dict[str, list[Infusion]]:
-    rows = [(r, loads(r.content)) for r in queries.of_patients(conn, "MedicationAdministration", study.resource_id)]
+def _infusions(conn: Any, study: StudyContext, patient_ids: list[str], warnings: list[str]) -> dict[str, list[Infusion]]:
+    rows = [(r, loads(r.content)) for r in queries.of_patients(conn, "MedicationAdministration", patient_ids)]
     product_meds = {ids.medication_id(study.product_code)}
     other = {m for _, ma in rows if (m := reference_id(ma.get("medicationReference"), "Medication")) and m not in product_meds}
     for med in queries.by_ids(conn, "Medication", other):
@@ -142,10 +142,10 @@ def _infusions(conn: Any, study: StudyContext, warnings: list[str]) -> dict[str,
     return out
 
 
-def _subjects(conn: Any, study: StudyContext, warnings: list[str]) -> list[SubjectRecord]:
+def _subjects(conn: Any, study: StudyContext, patient_ids: list[str], warnings: list[str]) -> list[SubjectRecord]:
     system = codes.subject_identifier_system(study.code)
-    patients = {r.id: loads(r.content) for r in queries.patients(conn, study.resource_id)}
-    infusions = _infusions(conn, study, warnings)
+    patients = {r.id: loads(r.content) for r in queries.by_ids(conn, "Patient", patient_ids)}
+    infusions = _infusions(conn, study, patient_ids, warnings)
     subjects: dict[str, SubjectRecord] = {}
     for row in queries.research_subjects(conn, study.resource_id):
         rs = loads(row.content)
@@ -174,8 +174,11 @@ def _subjects(conn: Any, study: StudyContext, warnings: list[str]) -> list[Subje
 
 def _measure(observation: dict[str, Any]) -> tuple[Optional[str], Optional[str]]:
     """(measure, problem): the contract §2 measure its codings name."""
+    codings = (observation.get("code") or {}).get("coding") or ()
+    if type(codings) is list and len(codings) == 1 and type(only := codings[0]) is dict:  # the common case
+        return READ_CODINGS.get((only.get("system"), only.get("code"))), None  # type: ignore[arg-type]
     found = set()
-    for c in (observation.get("code") or {}).get("coding") or ():
+    for c in codings:
         if isinstance(c, dict):
             m = READ_CODINGS.get((c.get("system"), c.get("code")))  # type: ignore[arg-type]
             if m is not None:
@@ -187,54 +190,56 @@ def _measure(observation: dict[str, Any]) -> tuple[Optional[str], Optional[str]]
 
 def _value(observation: dict[str, Any]) -> tuple[Any, Optional[str], Optional[str]]:
     """(written number, unit, problem)."""
-    if "valueQuantity" in observation:
-        q = observation["valueQuantity"]
+    q = observation.get("valueQuantity")
+    if q is not None or "valueQuantity" in observation:
         if not isinstance(q, dict) or "value" not in q:
             return None, None, "valueQuantity has no value"
         if q.get("comparator"):
             return None, None, f"valueQuantity has a comparator ({q['comparator']}); an exact value is needed"
         code, system = q.get("code"), q.get("system")
-        return q["value"], (code if code is not None and system in (None, codes.UCUM) else q.get("unit")), None
+        return q["value"], (code if code is not None and (system is None or system == codes.UCUM) else q.get("unit")), None
     if "valueInteger" in observation:
         return observation["valueInteger"], None, None
     absent = code_of(observation.get("dataAbsentReason"), "http://terminology.hl7.org/CodeSystem/data-absent-reason")
     return None, None, "no valueQuantity or valueInteger" + (f" (dataAbsentReason {absent})" if absent else "")
 
 
+def _effective(doc: dict[str, Any]) -> Union[When, str]:
+    """``effective[x]`` as a :class:`~.reading.When` (a Period by its start), or why not."""
+    if "effectiveDateTime" in doc:
+        return when(doc["effectiveDateTime"], "effectiveDateTime")
+    if "effectivePeriod" in doc:
+        return when((doc["effectivePeriod"] or {}).get("start"), "effectivePeriod.start")
+    return when(doc.get("effectiveInstant"), "effective[x]")
+
+
 def read_observation(row: queries.Row, doc: dict[str, Any]) -> InputValue | SetAside | None:
     """One stored Observation as an input value, a set-aside value, or ``None`` (not used)."""
+    return _read_observation(row.id, row.version_id, row.last_updated_us, doc)
+
+
+def _read_observation(id_: str, version: int, last_updated_us: int, doc: dict[str, Any]) -> InputValue | SetAside | None:
     if doc.get("status") not in USED_STATUSES:
         return None
     measure, problem = _measure(doc)
     if measure is None and problem is None:
         return None
-    ref = f"Observation/{row.id}"
+    ref = f"Observation/{id_}"
     patient = reference_id(doc.get("subject"), "Patient")
-    encounter = reference_id(doc.get("encounter"), "Encounter")
-    if "effectiveDateTime" in doc:
-        moment = when(doc["effectiveDateTime"], "effectiveDateTime")
-    elif "effectivePeriod" in doc:
-        moment = when((doc["effectivePeriod"] or {}).get("start"), "effectivePeriod.start")
-    else:
-        moment = when(doc.get("effectiveInstant"), "effective[x]")
-    day = None if isinstance(moment, str) else moment.day
-    if problem is None and isinstance(moment, str):
-        problem = moment
-    written, unit, value_problem = (None, None, None) if problem else _value(doc)
-    problem = problem or value_problem
+    encounter = reference_id(doc["encounter"], "Encounter") if "encounter" in doc else None
+    effective = doc.get("effectiveDateTime")
+    moment = when_text(effective, "effectiveDateTime") if type(effective) is str else _effective(doc)  # the common case first
+    if type(moment) is str:
+        return SetAside(ref, patient, measure, problem or moment, None, encounter)
     if problem is None:
-        value = number(written)
-        if value is None or not value.is_finite():
-            problem = f"value {written!r} is not a number"
-        else:
-            converted = canonical(measure, written, value, unit)  # type: ignore[arg-type]
-            if isinstance(converted, NotComputable):
-                problem = converted.reason
-            else:
-                assert not isinstance(moment, str)
-                source = Source(ref, row.version_id, moment.text, moment.day, moment.instant_us, row.last_updated_us)
+        written, unit, problem = _value(doc)
+        if problem is None:
+            converted = canonical_of(measure, written, unit)  # type: ignore[arg-type]
+            if type(converted) is Computed:
+                source = Source(ref, version, moment.text, moment.day, moment.instant_us, last_updated_us)  # type: ignore[union-attr]
                 return InputValue(patient or "", measure, converted.value, source, encounter)  # type: ignore[arg-type]
-    return SetAside(ref, patient, measure, problem, day, encounter)
+            problem = converted.reason  # type: ignore[union-attr]
+    return SetAside(ref, patient, measure, problem, moment.day, encounter)  # type: ignore[union-attr]
 
 
 def read_questionnaire_response(row: queries.Row, doc: dict[str, Any], scoring: str) -> InputValue | SetAside | None:
@@ -257,27 +262,46 @@ def read_questionnaire_response(row: queries.Row, doc: dict[str, Any], scoring: 
 # --- everything --------------------------------------------------------------------------------------
 
 
+def observation_statement(conn: Any, patient_ids: list[str]) -> Any:
+    """The SQL of every contract §2 Observation of ``patient_ids`` (codes filtered on value;
+    the system is checked when read)."""
+    return queries.of_patients_statement(conn, "Observation", patient_ids, code_values=_CODE_VALUES)
+
+
+def _observations(conn: Any, patient_ids: list[str], stats: ParseStats, values: list[InputValue], set_aside: list[SetAside]) -> int:
+    """Read the patients' Observations into ``values`` / ``set_aside``; the number of rows."""
+    if not patient_ids:
+        return 0
+    n_rows = 0
+    add_value, add_aside = values.append, set_aside.append
+    for id_, version, last_updated_us, content in queries.stream(conn, observation_statement(conn, patient_ids)):
+        n_rows += 1
+        if content is None:
+            continue
+        found = _read_observation(id_, version, last_updated_us, loads_observation(content, stats))
+        if type(found) is InputValue:
+            add_value(found)
+        elif found is not None:
+            add_aside(found)  # type: ignore[arg-type]
+    return n_rows
+
+
 def load_study(engine: Engine, study_id: str) -> StudyData:
     """Read every input of ``ResearchStudy/{study_id}`` in one read transaction."""
     timings: dict[str, float] = {}
     stats = ParseStats()
     with read_transaction(engine) as conn:
         t0 = time.perf_counter()
+        queries.prepare_bulk_read(conn)
         study, warnings = study_context(conn, study_id)
-        subjects = _subjects(conn, study, warnings)
+        patient_ids = queries.study_patient_ids(conn, study_id)
+        subjects = _subjects(conn, study, patient_ids, warnings)
         timings["subjects_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         values: list[InputValue] = []
         set_aside: list[SetAside] = []
-        n_rows = 0
-        for row in queries.of_patients(conn, "Observation", study_id, code_values=_CODE_VALUES):
-            n_rows += 1
-            found = read_observation(row, loads(row.content, stats))
-            if isinstance(found, InputValue):
-                values.append(found)
-            elif found is not None:
-                set_aside.append(found)
-        for row in queries.of_patients(conn, "QuestionnaireResponse", study_id):
+        n_rows = _observations(conn, patient_ids, stats, values, set_aside)
+        for row in queries.of_patients(conn, "QuestionnaireResponse", patient_ids):
             n_rows += 1
             found = read_questionnaire_response(row, loads(row.content, stats), study.settings.haq_di_scoring)
             if isinstance(found, InputValue):
@@ -296,4 +320,4 @@ def load_study(engine: Engine, study_id: str) -> StudyData:
     return data
 
 
-__all__ = ["READ_CODINGS", "load_study", "read_observation", "read_questionnaire_response", "study_context"]
+__all__ = ["READ_CODINGS", "load_study", "observation_statement", "read_observation", "read_questionnaire_response", "study_context"]

@@ -16,7 +16,8 @@
   ``events`` (each AE with the infusion it followed);
 - ``set_aside`` (inputs not used, with the reason), ``unused`` (usable values no visit
   takes: outside every window, unknown visit name), ``warnings``, ``stored`` (how many
-  outputs were created, updated, unchanged).
+  outputs were created, updated, unchanged; ``deleted``: the stored outputs no longer
+  produced, now deleted, :mod:`.storing`).
 
 **CSV** — one row per subject × visit (schedule order), columns:
 
@@ -134,7 +135,9 @@ def as_json(d: Derivation, res: Resources, stored: Optional[Stored]) -> dict[str
         "set_aside": [{"source": a.ref, "measure": a.measure, "reason": a.reason, "patient": a.patient} for a in d.data.set_aside],
         "unused": [{"source": ref, "reason": why} for r in d.results for ref, why in r.unused],
         "warnings": d.data.warnings,
-        "stored": None if stored is None else {"created": stored.created, "updated": stored.updated, "unchanged": stored.unchanged},
+        "stored": None if stored is None else {
+            "created": stored.created, "updated": stored.updated, "unchanged": stored.unchanged, "deleted": stored.deleted,
+        },
     }
 
 

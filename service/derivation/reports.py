@@ -1,5 +1,9 @@
 """MeasureReports and Measures (contract §5).
 
+Every MeasureReport carries the ``identifier`` ``http://trialfhir.org/fhir/sid/derived`` |
+``{study}|{code}|{visit}`` (``{study}|safety``), by which a later derivation finds the
+study's stored reports (and deletes those it no longer produces, :mod:`.storing`).
+
 **Binary output × visit** — ``MeasureReport/{study}-{code}-{visit}``: ``status`` complete,
 ``type`` summary, ``measure`` ``http://trialfhir.org/fhir/Measure/{code}``, the study-visit
 extension, ``period`` = the calendar span of the cohort's windows for the visit,
@@ -41,7 +45,7 @@ from decimal import Decimal
 from typing import Any, Final, Optional
 
 from mappers import codes, ids
-from service.derivation.catalog import BY_CODE, INPUT_ENDPOINTS, MEASURE_BASE, OUTPUTS, SAFETY_CODE, Summary
+from service.derivation.catalog import BY_CODE, DERIVED_IDENTIFIER_SYSTEM, INPUT_ENDPOINTS, MEASURE_BASE, OUTPUTS, SAFETY_CODE, Summary
 from service.derivation.records import StudyContext
 from service.derivation.safety import OUTCOMES, STRATA, SafetySummary
 from service.derivation.summaries import BinaryRow, ContinuousRow
@@ -106,6 +110,7 @@ def _base(study: StudyContext, code: str, visit: Optional[str], period: tuple[da
         "resourceType": "MeasureReport",
         "id": report_id(study, code, visit),
         "extension": extension,
+        "identifier": [{"system": DERIVED_IDENTIFIER_SYSTEM, "value": "|".join((study.code, code, visit) if visit else (study.code, code))}],
         "status": "complete",
         "type": "summary",
         "measure": f"{MEASURE_BASE}/{code}",

@@ -14,7 +14,8 @@ Statistics run on the unrounded values; a change output (``pain-change``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Context, Decimal
 from typing import Optional
@@ -26,6 +27,7 @@ from service.derivation.visits import Schedule
 from service.endpoints.statistics import BinarySummary, ContinuousSummary, binary_summary, continuous_summary
 
 _EXACT = Context(prec=60)
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,61 +66,103 @@ class Summaries:
     """visit name → (first, last) calendar date of the cohort's windows for that visit."""
 
 
-def _changes(pairs: Sequence[tuple[Decimal, Decimal]]) -> tuple[list[Decimal], ChangeCounts]:
-    diffs = [_EXACT.subtract(v, b) for b, v in pairs]
-    return diffs, ChangeCounts(sum(d < 0 for d in diffs), sum(d > 0 for d in diffs), sum(d == 0 for d in diffs))
+def _directions(diffs: Sequence[Decimal]) -> ChangeCounts:
+    decreased, increased = sum(map(_ZERO.__gt__, diffs)), sum(map(_ZERO.__lt__, diffs))
+    return ChangeCounts(decreased, increased, len(diffs) - decreased - increased)
 
 
-def _continuous(code: str, unit: str, visit: Visit, cohort: int, values: dict[str, Decimal], baseline: Optional[dict[str, Decimal]]) -> ContinuousRow:
-    change, directions = None, None
-    if baseline is not None:
-        diffs, directions = _changes([(baseline[s], v) for s, v in sorted(values.items()) if s in baseline])
-        change = continuous_summary(diffs)
-    return ContinuousRow(code, visit, unit, cohort, continuous_summary(values.values()), change, directions)
+@dataclass(slots=True)
+class _Values:
+    """The non-missing values of one continuous endpoint × visit over the cohort, and the
+    changes from baseline of the subjects who also have a baseline value."""
+
+    values: list[Decimal] = field(default_factory=list)
+    changes: list[Decimal] = field(default_factory=list)
+
+
+def _row(code: str, unit: str, visit: Visit, cohort: int, got: Optional[_Values], with_change: bool) -> ContinuousRow:
+    got = got or _Values()
+    if not with_change:
+        return ContinuousRow(code, visit, unit, cohort, continuous_summary(got.values), None, None)
+    return ContinuousRow(code, visit, unit, cohort, continuous_summary(got.values), continuous_summary(got.changes), _directions(got.changes))
+
+
+def _collect(cohort: Sequence[SubjectOutputs], schedule: Schedule, binary: set[str], continuous: set[str], changed: set[str]) -> tuple[
+    dict[tuple[str, str], tuple[int, int]], dict[tuple[str, str], _Values]
+]:
+    """One pass over the cohort's outputs: (evaluable, responders) per binary output × visit,
+    values (and changes from BL for the codes in ``changed``) per continuous one × visit."""
+    counts = {v.name: defaultdict(lambda: [0, 0]) for v in schedule.visits}
+    found = {v.name: defaultdict(_Values) for v in schedule.visits}
+    baseline = schedule.baseline
+    inputs = [(e.code, e.measure) for e in INPUT_ENDPOINTS]
+    for r in cohort:
+        base: dict[str, Decimal] = {}
+        for vo in r.visits:
+            visit = vo.visit
+            is_baseline = visit is baseline or visit.name == baseline.name
+            with_change = schedule.after_baseline(visit)
+            visit_counts, visit_found = counts[visit.name], found[visit.name]
+
+            def add(code: str, value: Decimal) -> None:
+                acc = visit_found[code]
+                acc.values.append(value)
+                if is_baseline:
+                    base[code] = value
+                elif with_change and code in changed and code in base:
+                    acc.changes.append(_EXACT.subtract(value, base[code]))
+
+            for code, o in vo.outputs.items():
+                value = o.value
+                if value is None:
+                    continue
+                if code in binary:
+                    pair = visit_counts[code]
+                    pair[0] += 1
+                    pair[1] += value is True
+                elif code in continuous:
+                    add(code, value)  # type: ignore[arg-type]
+            for code, measure in inputs:
+                s = vo.selected.get(measure)
+                if s is not None:
+                    add(code, s.value.canon["pg_ml"])  # type: ignore[arg-type]
+    return (
+        {(visit, code): (c[0], c[1]) for visit, by_code in counts.items() for code, c in by_code.items()},
+        {(visit, code): v for visit, by_code in found.items() for code, v in by_code.items()},
+    )
 
 
 def summarise(results: Sequence[SubjectOutputs], schedule: Schedule, rules: Rules) -> Summaries:
-    """Every summary of contract §4 over the cohort (module docstring)."""
+    """Every summary of contract §4 over the cohort (module docstring), in one pass over
+    the outputs; rows in schedule order, then output order (binary and continuous apart)."""
     cohort = [r for r in results if r.subject.treated]
     n = len(cohort)
+    codes = [o for o in OUTPUTS if o.code in rules.codes]
+    binary_codes = {o.code for o in codes if o.summary is Summary.BINARY}
+    continuous_codes = {o.code for o in codes if o.summary is Summary.CONTINUOUS} | {e.code for e in INPUT_ENDPOINTS}
+    changed = {o.code for o in codes if o.summary is Summary.CONTINUOUS and not o.change} | {e.code for e in INPUT_ENDPOINTS}
+    counts, found = _collect(cohort, schedule, binary_codes, continuous_codes, changed)
     binary: list[BinaryRow] = []
     continuous: list[ContinuousRow] = []
-    by_visit = [{v.visit.name: v for v in r.visits} for r in cohort]
-    codes = [o for o in OUTPUTS if o.code in rules.codes]
     for visit in schedule.visits:
         after = schedule.after_baseline(visit)
         for out in codes:
             if out.change and not after:
                 continue
-            got = {r.subject.patient: vo[visit.name].outputs.get(out.code) for r, vo in zip(cohort, by_visit)}
-            computed = {s: o.value for s, o in got.items() if o is not None and o.value is not None}
+            key = (visit.name, out.code)
             if out.summary is Summary.BINARY:
-                binary.append(BinaryRow(out.code, visit, binary_summary(sum(1 for v in computed.values() if v is True), len(computed), n)))
+                evaluable, responders = counts.get(key, (0, 0))
+                binary.append(BinaryRow(out.code, visit, binary_summary(responders, evaluable, n)))
             elif out.summary is Summary.CONTINUOUS:
-                base = None
-                if after and not out.change:
-                    base_outputs = {r.subject.patient: vo[schedule.baseline.name].outputs.get(out.code) for r, vo in zip(cohort, by_visit)}
-                    base = {s: o.value for s, o in base_outputs.items() if o is not None and o.value is not None}
-                continuous.append(_continuous(out.code, out.unit or "1", visit, n, computed, base))  # type: ignore[arg-type]
+                continuous.append(_row(out.code, out.unit or "1", visit, n, found.get(key), after and not out.change))
         for endpoint in INPUT_ENDPOINTS:
-            values = {
-                r.subject.patient: s.value.canon["pg_ml"]
-                for r, vo in zip(cohort, by_visit)
-                if (s := vo[visit.name].selected.get(endpoint.measure)) is not None
-            }
-            base = None
-            if after:
-                base = {
-                    r.subject.patient: s.value.canon["pg_ml"]
-                    for r, vo in zip(cohort, by_visit)
-                    if (s := vo[schedule.baseline.name].selected.get(endpoint.measure)) is not None
-                }
-            continuous.append(_continuous(endpoint.code, endpoint.unit, visit, n, values, base))  # type: ignore[arg-type]
+            continuous.append(_row(endpoint.code, endpoint.unit, visit, n, found.get((visit.name, endpoint.code)), after))
     periods = {}
     anchors = [r.subject.day0 for r in cohort if r.subject.day0 is not None] or [r.subject.day0 for r in results if r.subject.day0 is not None]
     if anchors:
+        first, last = min(anchors), max(anchors)
         for visit in schedule.visits:
-            periods[visit.name] = (min(anchors) + timedelta(days=visit.first_day), max(anchors) + timedelta(days=visit.last_day))
+            periods[visit.name] = (first + timedelta(days=visit.first_day), last + timedelta(days=visit.last_day))
     return Summaries(tuple(r.subject.code for r in cohort), tuple(binary), tuple(continuous), periods)
 
 

@@ -99,12 +99,6 @@ class Assignment:
     """(reference, why) of usable values that no visit takes."""
 
 
-def _key(s: Selected, target: int) -> tuple[bool, int, int, int, str]:
-    distance = abs(s.study_day - target) if s.study_day is not None else 1 << 30
-    src = s.value.source
-    return (s.explicit, -distance, src.instant_us, src.last_updated_us, src.ref)
-
-
 def assign(
     values: Iterable[InputValue],
     set_aside: Iterable[SetAside],
@@ -119,11 +113,13 @@ def assign(
         seen = latest.get(v.source.ref)
         if seen is None or (v.source.version, v.source.last_updated_us) > (seen.source.version, seen.source.last_updated_us):
             latest[v.source.ref] = v
-    best: dict[tuple[str, str], tuple[tuple[bool, int, int, int, str], Selected]] = {}
+    best: dict[tuple[str, str], tuple[tuple[bool, int, int, int, str], InputValue, Optional[int], bool]] = {}
     by_day = schedule.by_day
+    day0_ordinal = day0.toordinal() if day0 is not None else 0
     for ref, v in latest.items():
+        src = v.source
         if v.encounter is not None and encounter_visits.get(v.encounter) is not None:
-            where = place(v.source.day, v.encounter, day0, schedule, encounter_visits)
+            where = place(src.day, v.encounter, day0, schedule, encounter_visits)
             visit, study_day, explicit = where.visit, where.study_day, True
             if visit is None:
                 out.unused.append((ref, where.problem or "not placed"))
@@ -132,19 +128,18 @@ def assign(
             if day0 is None:
                 out.unused.append((ref, "day 0 of the subject is unknown"))
                 continue
-            study_day = (v.source.day - day0).days
+            study_day = src.day.toordinal() - day0_ordinal  # = (day − day0).days
             visit, explicit = by_day(study_day), False
             if visit is None:
                 out.unused.append((ref, f"study day {study_day} is outside every visit window"))
                 continue
-        src = v.source
         key = (explicit, -abs(study_day - visit.target_day) if study_day is not None else -(1 << 30), src.instant_us, src.last_updated_us, ref)
         slot = (visit.name, v.measure)
         current = best.get(slot)
         if current is None or key > current[0]:
-            best[slot] = (key, Selected(v, study_day, explicit))
-    for (visit_name, measure), (_, chosen) in best.items():
-        out.selected.setdefault(visit_name, {})[measure] = chosen
+            best[slot] = (key, v, study_day, explicit)
+    for (visit_name, measure), (_, chosen, study_day, explicit) in best.items():
+        out.selected.setdefault(visit_name, {})[measure] = Selected(chosen, study_day, explicit)
     out.unused.sort()
     for s in sorted(set_aside, key=lambda s: s.ref):
         if s.measure is None:

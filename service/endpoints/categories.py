@@ -50,8 +50,10 @@ DAS28_DEFAULT = Das28Cutpoints(Decimal("2.6"), Decimal("3.2"), Decimal("5.1"))
 DAS28_CRP_FLEISCHMANN = Das28Cutpoints(Decimal("2.4"), Decimal("2.9"), Decimal("4.6"))
 """Per-study alternative for DAS28-CRP (contract §4; Fleischmann 2015/2017)."""
 
-_SDAI = (Decimal("3.3"), Decimal("11"), Decimal("26"))
-_CDAI = (Decimal("2.8"), Decimal("10"), Decimal("22"))
+SDAI_CUTPOINTS = (Decimal("3.3"), Decimal("11"), Decimal("26"))
+"""SDAI upper bounds (inclusive) of remission, low and moderate activity (contract §4)."""
+CDAI_CUTPOINTS = (Decimal("2.8"), Decimal("10"), Decimal("22"))
+"""CDAI upper bounds (inclusive) of remission, low and moderate activity (contract §4)."""
 
 
 def das28_activity(das28: Number, cutpoints: Das28Cutpoints = DAS28_DEFAULT) -> Activity:
@@ -87,7 +89,7 @@ def sdai_activity(sdai: Number) -> Activity:
 
     Source: Aletaha D, Smolen JS, Clin Exp Rheumatol 2005;23(5 Suppl 39):S100; contract §4.
     """
-    return _inclusive_bands(as_decimal(sdai), _SDAI)
+    return _inclusive_bands(as_decimal(sdai), SDAI_CUTPOINTS)
 
 
 def cdai_activity(cdai: Number) -> Activity:
@@ -95,12 +97,14 @@ def cdai_activity(cdai: Number) -> Activity:
 
     Source: Aletaha D, Smolen JS, Clin Exp Rheumatol 2005;23(5 Suppl 39):S100; contract §4.
     """
-    return _inclusive_bands(as_decimal(cdai), _CDAI)
+    return _inclusive_bands(as_decimal(cdai), CDAI_CUTPOINTS)
 
 
 __all__ = [
+    "CDAI_CUTPOINTS",
     "DAS28_CRP_FLEISCHMANN",
     "DAS28_DEFAULT",
+    "SDAI_CUTPOINTS",
     "Activity",
     "Das28Cutpoints",
     "cdai_activity",

@@ -9,7 +9,7 @@ decision as ``Fraction`` arithmetic, at ~1/10 of its cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from enum import Enum, IntEnum
@@ -87,6 +87,8 @@ class AcrResult:
     """Outcome of :func:`acr_response`.
 
     ``evaluable`` False ⇒ ``met`` is ``None`` and ``reason`` says what is missing.
+    ``components`` (one :class:`AcrComponentOutcome` per core measure, for audit) is built
+    on first access: a study derivation decides ~150,000 responses and reads none of them.
     """
 
     n: int
@@ -94,9 +96,25 @@ class AcrResult:
     evaluable: bool
     met: bool | None
     reason: str | None
-    components: tuple[AcrComponentOutcome, ...]
     core_present: int
     core_improved: int
+    _checked: tuple["_Checked", ...] = field(repr=False, compare=False)
+    _flags: tuple[bool | None, ...] = field(repr=False, compare=False)
+    """Per component of ``_checked``: improved ≥ N % (``None``: absent at either visit)."""
+
+    @property
+    def used_components(self) -> tuple[str, ...]:
+        """Names of the components present (and valid) at both visits — the inputs the
+        decision used (the same for every N)."""
+        return tuple(c.name for c in self._checked if c.gain is not None)
+
+    @property
+    def components(self) -> tuple[AcrComponentOutcome, ...]:
+        """TJC28, SJC28, pain, PtGA, EGA, HAQ-DI and the acute-phase reactant, in that order."""
+        return tuple(
+            AcrComponentOutcome(c.name, c.baseline, c.visit, improved, None if improved is not None else c.problem)
+            for c, improved in zip(self._checked, self._flags)
+        )
 
     def as_result(self) -> Result[bool]:
         """``Computed(met)`` when evaluable, else ``NotComputable(reason)``."""
@@ -143,6 +161,8 @@ _CORE_LABELS = {
 
 
 _MAXIMA = {"pain": _HUNDRED, "ptga": _TEN, "ega": _TEN, "haq-di": _THREE}
+_COUNT_DECIMALS = tuple(Decimal(i) for i in range(29))
+"""Decimal(0) … Decimal(28): a valid joint count as a Decimal without a conversion."""
 
 
 def _checked(name: str, value: Number | None) -> Result[Decimal]:
@@ -152,17 +172,31 @@ def _checked(name: str, value: Number | None) -> Result[Decimal]:
     return decimal_input(label, value, minimum=_ZERO, maximum=_MAXIMA.get(name))
 
 
-_Checked = tuple[str, Result[Decimal], Result[Decimal], Optional[Decimal]]
-"""(name, baseline, visit, (baseline − visit) × 100 when both are valid)."""
+def _valid(name: str, value: Number | None) -> Decimal | None:
+    """``value`` as a Decimal when it is already an exact, in-range input of ``name`` (the
+    common case, decided without building Results); ``None`` sends it to :func:`_checked`."""
+    if name == "tjc28" or name == "sjc28":
+        return _COUNT_DECIMALS[value] if type(value) is int and 0 <= value <= 28 else None
+    if type(value) is Decimal and value.is_finite() and value >= 0:
+        maximum = _MAXIMA.get(name)
+        if maximum is None or value <= maximum:
+            return value
+    return None
 
 
-def _component(n: int, checked: _Checked) -> AcrComponentOutcome:
-    name, b, v, gain = checked
-    if gain is not None:
-        assert isinstance(b, Computed) and isinstance(v, Computed)
-        # improves ≥ N %  ⇔  (b − v) × 100 ≥ N × b, exactly; a baseline ≤ 0 is not improved
-        improved = b.value > 0 and gain >= _EXACT.multiply(Decimal(n), b.value)
-        return AcrComponentOutcome(name, b.value, v.value, improved)
+@dataclass(slots=True)
+class _Checked:
+    """One component at both visits: valid values (``None`` when absent or invalid), the
+    exact gain (baseline − visit) × 100 when both are valid, else why not."""
+
+    name: str
+    baseline: Decimal | None
+    visit: Decimal | None
+    gain: Decimal | None
+    problem: str | None
+
+
+def _problem(name: str, b: Result[Decimal], v: Result[Decimal]) -> str:
     label = _CORE_LABELS[name]
     missing = [when for when, r in (("baseline", b), ("visit", v)) if isinstance(r, NotComputable) and r.reason.startswith("missing")]
     problems = [f"{label} missing at {' and '.join(missing)}"] if missing else []
@@ -171,13 +205,29 @@ def _component(n: int, checked: _Checked) -> AcrComponentOutcome:
         for when, r in (("baseline", b), ("visit", v))
         if isinstance(r, NotComputable) and not r.reason.startswith("missing")
     ]
-    return AcrComponentOutcome(
-        name=name,
-        baseline=b.value if isinstance(b, Computed) else None,
-        visit=v.value if isinstance(v, Computed) else None,
-        improved=None,
-        problem="; ".join(problems),
-    )
+    return "; ".join(problems)
+
+
+def _check_pair(name: str, baseline: Number | None, visit: Number | None) -> _Checked:
+    b, v = _valid(name, baseline), _valid(name, visit)
+    if b is not None and v is not None:
+        return _Checked(name, b, v, _EXACT.multiply(_EXACT.subtract(b, v), _HUNDRED), None)
+    rb, rv = _checked(name, baseline), _checked(name, visit)  # at least one is absent or invalid: say why
+    bv = rb.value if isinstance(rb, Computed) else None
+    vv = rv.value if isinstance(rv, Computed) else None
+    if bv is not None and vv is not None:  # valid after all (e.g. a float or an integral Decimal count)
+        return _Checked(name, bv, vv, _EXACT.multiply(_EXACT.subtract(bv, vv), _HUNDRED), None)
+    return _Checked(name, bv, vv, None, _problem(name, rb, rv))
+
+
+def _improved(n: Decimal, c: _Checked) -> bool | None:
+    """Whether component ``c`` improves ≥ ``n`` %; ``None`` when absent at either visit.
+
+    improves ≥ N %  ⇔  (b − v) × 100 ≥ N × b, exactly; a baseline ≤ 0 is not improved."""
+    if c.gain is None:
+        return None
+    b = c.baseline
+    return b > 0 and c.gain >= _EXACT.multiply(n, b)  # type: ignore[operator, arg-type]
 
 
 def _check_n(n: int) -> None:
@@ -185,23 +235,21 @@ def _check_n(n: int) -> None:
         raise ValueError(f"ACR-N needs 0 < N ≤ 100, got {n!r}")
 
 
-def _checked_components(baseline: AcrComponents, visit: AcrComponents, reactant: AcutePhaseReactant) -> list[_Checked]:
+_FIELDS = (
+    ("tjc28", "tjc28"),
+    ("sjc28", "sjc28"),
+    ("pain", "pain_mm_0_100"),
+    ("ptga", "ptga_0_10"),
+    ("ega", "ega_0_10"),
+    ("haq-di", "haq_di_0_3"),
+)
+
+
+def _checked_components(baseline: AcrComponents, visit: AcrComponents, reactant: AcutePhaseReactant) -> tuple[_Checked, ...]:
     reactant_field = "crp_mg_l" if reactant is AcutePhaseReactant.CRP else "esr_mm_h"
-    fields = [
-        ("tjc28", "tjc28"),
-        ("sjc28", "sjc28"),
-        ("pain", "pain_mm_0_100"),
-        ("ptga", "ptga_0_10"),
-        ("ega", "ega_0_10"),
-        ("haq-di", "haq_di_0_3"),
-        (reactant.value, reactant_field),
-    ]
-    out: list[_Checked] = []
-    for name, attr in fields:
-        b, v = _checked(name, getattr(baseline, attr)), _checked(name, getattr(visit, attr))
-        gain = _EXACT.multiply(_EXACT.subtract(b.value, v.value), _HUNDRED) if isinstance(b, Computed) and isinstance(v, Computed) else None
-        out.append((name, b, v, gain))
-    return out
+    out = [_check_pair(name, getattr(baseline, attr), getattr(visit, attr)) for name, attr in _FIELDS]
+    out.append(_check_pair(reactant.value, getattr(baseline, reactant_field), getattr(visit, reactant_field)))
+    return tuple(out)
 
 
 def acr_responses(
@@ -240,45 +288,28 @@ def acr_response(
     return _decide(n, reactant, _checked_components(baseline, visit, reactant))
 
 
-def _decide(n: int, reactant: AcutePhaseReactant, checked: list[_Checked]) -> AcrResult:
-    outcomes = tuple(_component(n, c) for c in checked)
-    joints, core = outcomes[:2], outcomes[2:]
-    present_core = [c for c in core if c.improved is not None]
-    core_improved = sum(1 for c in present_core if c.improved)
+_N_DECIMALS = {n: Decimal(n) for n in (20, 50, 70)}
 
-    missing = [c for c in outcomes if c.improved is None]
-    joints_missing = [c for c in joints if c.improved is None]
-    if joints_missing or len(present_core) < 3:
+
+def _decide(n: int, reactant: AcutePhaseReactant, checked: tuple[_Checked, ...]) -> AcrResult:
+    threshold = _N_DECIMALS.get(n) or Decimal(n)
+    improved = tuple([_improved(threshold, c) for c in checked])
+    tjc, sjc, core = improved[0], improved[1], improved[2:]
+    core_present = sum(1 for i in core if i is not None)
+    core_improved = sum(1 for i in core if i)
+    if tjc is None or sjc is None or core_present < 3:
         parts = []
-        if joints_missing:
+        if tjc is None or sjc is None:
             parts.append("TJC28 and SJC28 must both be present (and valid) at both visits")
-        if len(present_core) < 3:
+        if core_present < 3:
             parts.append(
-                f"only {len(present_core)} of pain, PtGA, EGA, HAQ-DI, {_CORE_LABELS[reactant.value]} "
+                f"only {core_present} of pain, PtGA, EGA, HAQ-DI, {_CORE_LABELS[reactant.value]} "
                 "present at both visits (3 needed)"
             )
-        details = "; ".join(c.problem or "" for c in missing)
-        return AcrResult(
-            n=n,
-            reactant=reactant,
-            evaluable=False,
-            met=None,
-            reason=f"ACR{n} not evaluable: {'; '.join(parts)} — {details}",
-            components=outcomes,
-            core_present=len(present_core),
-            core_improved=core_improved,
-        )
-    met = all(c.improved for c in joints) and core_improved >= 3
-    return AcrResult(
-        n=n,
-        reactant=reactant,
-        evaluable=True,
-        met=met,
-        reason=None,
-        components=outcomes,
-        core_present=len(present_core),
-        core_improved=core_improved,
-    )
+        details = "; ".join(c.problem or "" for c, i in zip(checked, improved) if i is None)
+        reason = f"ACR{n} not evaluable: {'; '.join(parts)} — {details}"
+        return AcrResult(n, reactant, False, None, reason, core_present, core_improved, checked, improved)
+    return AcrResult(n, reactant, True, tjc and sjc and core_improved >= 3, None, core_present, core_improved, checked, improved)
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,6 +379,8 @@ def boolean_remission(
     missing → not computable. Comparisons are exact.
     """
     cutoff = _PTGA_MAX[BooleanRemissionVersion(version)]
+    if _valid("tjc28", tjc28) is not None and _valid("sjc28", sjc28) is not None and _valid("crp", crp_mg_dl) is not None and _valid("ptga", ptga_0_10) is not None:
+        return Computed(tjc28 <= 1 and sjc28 <= 1 and crp_mg_dl <= 1 and ptga_0_10 <= cutoff)  # type: ignore[operator]
     inputs = gather([
         count_input("TJC28", tjc28),
         count_input("SJC28", sjc28),
@@ -375,6 +408,8 @@ def haq_di_change(baseline_haq_di: Number | None, visit_haq_di: Number | None) -
     Source: contract §4 ``haq-di-change``; HAQ-DI 0–3 per Fries JF et al., Arthritis Rheum
     1980;23:137 and LOINC 75874-8.
     """
+    if _valid("haq-di", baseline_haq_di) is not None and _valid("haq-di", visit_haq_di) is not None:
+        return Computed(_exact_difference(visit_haq_di, baseline_haq_di))  # type: ignore[arg-type]
     inputs = gather([
         decimal_input("HAQ-DI at baseline", baseline_haq_di, minimum=_ZERO, maximum=_THREE),
         decimal_input("HAQ-DI at visit", visit_haq_di, minimum=_ZERO, maximum=_THREE),
@@ -404,6 +439,8 @@ def pain_change_mm(baseline_pain_mm: Number | None, visit_pain_mm: Number | None
     Source: contract §4 ``pain-change``; pain VAS 0–100 mm as in the ACR core set
     (Felson DT et al., Arthritis Rheum 1993;36:729).
     """
+    if _valid("pain", baseline_pain_mm) is not None and _valid("pain", visit_pain_mm) is not None:
+        return Computed(_exact_difference(visit_pain_mm, baseline_pain_mm))  # type: ignore[arg-type]
     inputs = gather([
         decimal_input("pain at baseline (0–100 mm)", baseline_pain_mm, minimum=_ZERO, maximum=_HUNDRED),
         decimal_input("pain at visit (0–100 mm)", visit_pain_mm, minimum=_ZERO, maximum=_HUNDRED),

@@ -54,10 +54,31 @@ def _ln(argument: Decimal) -> Decimal:
     return _CTX.ln(argument)
 
 
+def _count(value: object) -> bool:
+    """A joint count that needs no checking: an ``int`` (not a bool) in 0–28."""
+    return type(value) is int and 0 <= value <= 28  # type: ignore[operator]
+
+
+def _within(value: object, low: Decimal, high: Decimal | None) -> bool:
+    """A ``Decimal`` that needs no checking: finite and in ``[low, high]`` (``high`` None: no upper bound).
+
+    The score functions take this fast path when every input passes (the values the
+    derivation feeds them were checked when read); anything else goes through the full
+    checks of :mod:`service.endpoints.inputs`, which also word the reason."""
+    return type(value) is Decimal and value.is_finite() and low <= value and (high is None or value <= high)  # type: ignore[attr-defined, operator]
+
+
+_TJC_TERMS = tuple(_CTX.multiply(_W_TJC, _sqrt(n)) for n in range(29))
+"""0.56·√TJC28 for every count, each product rounded to 50 digits exactly as computed inline."""
+_SJC_TERMS = tuple(_CTX.multiply(_W_SJC, _sqrt(n)) for n in range(29))
+"""0.28·√SJC28 for every count (same rounding)."""
+
+
 def _das28(tjc28: int, sjc28: int, log_weight: Decimal, log_argument: Decimal, ptga_0_100: Decimal, constant: Decimal) -> Decimal:
-    """Shared 4-variable DAS28 kernel, evaluated with 50 significant digits (left to right)."""
+    """Shared 4-variable DAS28 kernel, evaluated with 50 significant digits (left to right):
+    0.56·√TJC28 + 0.28·√SJC28 + weight·ln(argument) + 0.014·PtGA + constant."""
     ctx = _CTX
-    total = ctx.add(ctx.multiply(_W_TJC, _sqrt(tjc28)), ctx.multiply(_W_SJC, _sqrt(sjc28)))
+    total = ctx.add(_TJC_TERMS[tjc28], _SJC_TERMS[sjc28])
     total = ctx.add(total, ctx.multiply(log_weight, _ln(log_argument)))
     total = ctx.add(total, ctx.multiply(_W_PTGA, ptga_0_100))
     return ctx.add(total, constant)
@@ -76,6 +97,8 @@ def das28_esr(
     general health on the 100 mm VAS. ESR ≤ 0 makes ln(ESR) undefined: not computable
     (contract §4), never clamped. Worked value: TJC 4, SJC 9, ESR 28, PtGA 60 → 5.1325….
     """
+    if _count(tjc28) and _count(sjc28) and _within(esr_mm_h, _ZERO, None) and esr_mm_h > 0 and _within(ptga_0_100, _ZERO, _HUNDRED):  # type: ignore[operator]
+        return Computed(_das28(tjc28, sjc28, _W_LN_ESR, esr_mm_h, ptga_0_100, _ZERO))  # type: ignore[arg-type]
     inputs = gather([
         count_input("TJC28", tjc28),
         count_input("SJC28", sjc28),
@@ -104,6 +127,8 @@ def das28_crp(
     CRP must be ≥ 0 mg/L. Worked values: TJC 4, SJC 9, CRP 12, PtGA 60 → 4.6834…;
     all zero → 0.96.
     """
+    if _count(tjc28) and _count(sjc28) and _within(crp_mg_l, _ZERO, None) and _within(ptga_0_100, _ZERO, _HUNDRED):
+        return Computed(_das28(tjc28, sjc28, _W_LN_CRP, _CTX.add(crp_mg_l, 1), ptga_0_100, _CRP_CONSTANT))  # type: ignore[arg-type]
     inputs = gather([
         count_input("TJC28", tjc28),
         count_input("SJC28", sjc28),
@@ -139,6 +164,8 @@ def sdai(
     mg/dL, not mg/L. Contract §4 ``sdai``. Worked value: TJC 4, SJC 9, PtGA 6.0, EGA 5.0,
     CRP 1.2 mg/dL → 25.2.
     """
+    if _count(tjc28) and _count(sjc28) and _within(ptga_0_10, _ZERO, _TEN) and _within(ega_0_10, _ZERO, _TEN) and _within(crp_mg_dl, _ZERO, None):
+        return Computed(_exact_sum((tjc28, sjc28, ptga_0_10, ega_0_10, crp_mg_dl)))
     inputs = gather([
         count_input("TJC28", tjc28),
         count_input("SJC28", sjc28),
@@ -163,6 +190,8 @@ def cdai(
     Clin Exp Rheumatol 2005;23(5 Suppl 39):S100; contract §4 ``cdai``. Worked value:
     TJC 4, SJC 9, PtGA 6.0, EGA 5.0 → 24.0.
     """
+    if _count(tjc28) and _count(sjc28) and _within(ptga_0_10, _ZERO, _TEN) and _within(ega_0_10, _ZERO, _TEN):
+        return Computed(_exact_sum((tjc28, sjc28, ptga_0_10, ega_0_10)))
     inputs = gather([
         count_input("TJC28", tjc28),
         count_input("SJC28", sjc28),
@@ -181,6 +210,8 @@ def treg_th17_ratio(treg_pct_cd4: Number | None, th17_pct_cd4: Number | None) ->
     CD4+ denominator, ra-domain.md §2). Th17 = 0 makes the ratio undefined: not computable.
     The quotient is exact when it terminates within 50 digits.
     """
+    if _within(treg_pct_cd4, _ZERO, _HUNDRED) and _within(th17_pct_cd4, _ZERO, _HUNDRED) and th17_pct_cd4 != 0:
+        return Computed(_CTX.divide(treg_pct_cd4, th17_pct_cd4))  # type: ignore[arg-type]
     inputs = gather([
         decimal_input("Treg (% of CD4+)", treg_pct_cd4, minimum=_ZERO, maximum=_HUNDRED),
         decimal_input("Th17 (% of CD4+)", th17_pct_cd4, minimum=_ZERO, maximum=_HUNDRED),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, localcontext
 import itertools
+import operator
 from fractions import Fraction
 from functools import lru_cache
 
@@ -126,10 +127,24 @@ def continuous_summary(values: Iterable[Number | None]) -> ContinuousSummary:
     of the two middle values. Computed exactly (SD: exact variance, then a 28-digit square
     root), so any permutation of ``values`` gives an identical result. Empty → n 0, Nones.
     """
-    numbers = sorted(as_decimal(v) for v in values if v is not None)
-    n = len(numbers)
+    present = [v for v in values if v is not None]
+    if set(map(type, present)) - {Decimal}:  # ints, floats: as exact Decimals (module docstring)
+        present = [as_decimal(v) for v in present]
+    n = len(present)
     if n == 0:
         return ContinuousSummary(n=0, mean=None, sd=None, median=None, minimum=None, maximum=None)
+    # Σx and Σx² are exact in an unbounded decimal context (+ and × never round there);
+    # only these two sums become Fractions, not every value (10 000 values: ~50× faster).
+    try:
+        with localcontext(_EXACT):
+            total = sum(present, _ZERO)
+            squares = sum(map(operator.mul, present, present), _ZERO)
+        finite = total.is_finite() and squares.is_finite()
+    except InvalidOperation:  # a signalling NaN
+        finite = False
+    if not finite:
+        present = [as_decimal(v) for v in present]  # raises InvalidNumber for the NaN or infinity
+    numbers = sorted(present)
     # Equal values written differently (1 vs 1.0) are ordered by exponent, then sign, so the
     # reported min/max never depend on input order; only the two ends need it (the mean,
     # SD and median are exact rationals, blind to the representation).
@@ -137,12 +152,6 @@ def continuous_summary(values: Iterable[Number | None]) -> ContinuousSummary:
     highest = [x for x in itertools.takewhile(lambda x: x == numbers[-1], reversed(numbers))]
     minimum = min(lowest, key=_representation)
     maximum = max(highest, key=_representation)
-    # Σx and Σx² are exact in an unbounded decimal context (+ and × never round there);
-    # only these two sums become Fractions, not every value (10 000 values: ~50× faster).
-    total, squares = _ZERO, _ZERO
-    for x in numbers:
-        total = _EXACT.add(total, x)
-        squares = _EXACT.add(squares, _EXACT.multiply(x, x))
     exact_total = Fraction(total)
     mean = exact_total / n
     sd: Decimal | None = None

@@ -73,6 +73,8 @@ def loads(data: bytes | str) -> Any:
         raise JsonSyntaxError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise JsonSyntaxError("the JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal with more digits than Python converts
+        raise JsonSyntaxError(f"a value cannot be read: {str(exc).split(';')[0]}") from None
 
 
 def _default(obj: Any) -> Any:

@@ -6,6 +6,12 @@ write in that same transaction, so N concurrent conditional creates with the sam
 criteria leave exactly one resource (criteria locks and row locks on PostgreSQL, the
 write lock on SQLite; see :mod:`service.db.engine`), and index rows commit with their version or not at all.
 
+Authorization (:mod:`service.auth.policy`) is checked here, not in the router, so every
+caller — REST routes, the domain API, transactions — gets the same rules: the scope letter
+each interaction needs, and for a client bound to studies the visibility of what it reads
+(404 otherwise) and of what it replaces and writes (403, inside the write's transaction).
+Each committed change carries its AuditEvent (:func:`service.auth.audit.record_writes`).
+
 This module knows FHIR semantics, not HTTP: it returns :class:`WriteResult` /
 :class:`StoredVersion` and raises :class:`FhirError`; the router turns them into
 responses.
@@ -13,6 +19,7 @@ responses.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
 
+from service.auth import audit, policy
 from service.db.engine import run_in_transaction, single_read
 from service.fhir import jsonio
 from service.fhir.http import instant
@@ -63,13 +71,27 @@ def check_id(id: str) -> None:
         raise error(400, "value", f"'{id}' is not a valid resource id (1-64 characters of A-Z a-z 0-9 - .)")
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
+def instant_text(us: int) -> str:
+    """:func:`instant`, with the text up to the second remembered: writes in the same
+    second (all of a transaction's, most of a busy feed's) only format their microseconds."""
+    global _last_second
+    second, micro = divmod(us, 1_000_000)
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, instant(second * 1_000_000)[:-8])  # without ".000000Z"
+    return f"{last[1]}.{micro:06d}Z"
+
+
 def stamp(resource: dict[str, Any], id: str, version_id: int, last_updated_us: int) -> bytes:
     """The stored bytes: the client's JSON with id and meta.versionId/lastUpdated set.
 
     Key order is resourceType, id, meta, then the client's own order; every other byte
     of meaning (decimals included) is what the client sent.
     """
-    meta: dict[str, Any] = {"versionId": str(version_id), "lastUpdated": instant(last_updated_us)}
+    meta: dict[str, Any] = {"versionId": str(version_id), "lastUpdated": instant_text(last_updated_us)}
     client_meta = resource.get("meta")
     if isinstance(client_meta, dict):
         for key, value in client_meta.items():
@@ -170,8 +192,13 @@ class FhirStore:
         method: str,
         previous: StoredVersion | None,
     ) -> StoredVersion:
-        """Write the next version of ``resource_type/id`` (``resource`` None = delete) and index it."""
-        return ResourceRepository(conn).write_many([pending_write(resource_type, id, resource, method, previous)])[0]
+        """Write the next version of ``resource_type/id`` (``resource`` None = delete) and index it,
+        after the authorization checks and with its AuditEvent (same transaction)."""
+        policy.before_write(conn, [previous])
+        stored = ResourceRepository(conn).write_many([pending_write(resource_type, id, resource, method, previous)])[0]
+        policy.after_write(conn, [(stored, previous)])
+        audit.record_writes(conn, [stored])
+        return stored
 
     def _transaction(self, work: Callable[[Connection], WriteResult]) -> WriteResult:
         return run_in_transaction(self.engine, work, max_retries=self.max_retries)
@@ -193,29 +220,37 @@ class FhirStore:
     # --- read / vread -------------------------------------------------------------------------
 
     def read(self, resource_type: str, id: str) -> StoredVersion:
-        """https://hl7.org/fhir/R4/http.html#read — 404 unknown, 410 deleted."""
+        """https://hl7.org/fhir/R4/http.html#read — 404 unknown (or outside the caller's
+        studies), 410 deleted."""
         check_type(resource_type)
+        policy.require(resource_type, "r")
         with single_read(self.engine) as conn:
             found = ResourceRepository(conn).current(resource_type, id)
+            if found is not None:
+                policy.check_visible(conn, found)
         if found is None:
             raise error(404, "not-found", f"{resource_type}/{id} does not exist.")
         if found.deleted:
             from service.fhir.http import etag
 
             raise error(410, "deleted", f"{resource_type}/{id} was deleted (version {found.version_id}).", headers={"ETag": etag(found.version_id)})
+        audit.note_read([found])
         return found
 
     def vread(self, resource_type: str, id: str, version: str) -> StoredVersion:
         """https://hl7.org/fhir/R4/http.html#vread — a deleted version answers 410."""
         check_type(resource_type)
+        policy.require(resource_type, "r")
         if not version.isdigit():
             raise error(404, "not-found", f"{resource_type}/{id} has no version '{version}'.")
+        policy.check_visible_by_id(self.engine, resource_type, id)
         with single_read(self.engine) as conn:
             found = ResourceRepository(conn).version(resource_type, id, int(version))
         if found is None:
             raise error(404, "not-found", f"{resource_type}/{id} has no version {version}.")
         if found.deleted:
             raise error(410, "deleted", f"Version {version} of {resource_type}/{id} is a deletion.")
+        audit.note_read([found])
         return found
 
     # --- create ----------------------------------------------------------------------------
@@ -226,6 +261,7 @@ class FhirStore:
         no match → create (201), one match → return it (200, nothing written),
         several → 412."""
         check_type(resource_type)
+        policy.require(resource_type, "c")
         resource = _require_resource(body, resource_type)
         validate(resource, raw)
         criteria = self._criteria(if_none_exist, resource_type) if if_none_exist is not None else None
@@ -269,6 +305,7 @@ class FhirStore:
         creates (412 if the resource exists)."""
         check_type(resource_type)
         check_id(id)
+        policy.require(resource_type, "u")
         resource = _require_resource(body, resource_type)
         body_id = resource.get("id")
         if body_id is None:
@@ -283,6 +320,8 @@ class FhirStore:
             if if_none_match is not None and if_none_match.strip() == "*" and current is not None and not current.deleted:
                 raise error(412, "conflict", f"If-None-Match: * — {resource_type}/{id} already exists.")
             created = current is None or current.deleted
+            if created:
+                policy.require(resource_type, "c", f"PUT {resource_type}/{id} creates it")
             if not created and same_content(current, resource):
                 return WriteResult(200, current, unchanged=True, message=f"{resource_type}/{id} is unchanged; no new version.")
             stored = self._put_version(conn, resource_type, id, resource, "PUT", current)
@@ -295,6 +334,7 @@ class FhirStore:
         no match → create (with the body's id if it has one), one match → update it,
         several → 412. A body id that differs from the match is a 400."""
         check_type(resource_type)
+        policy.require(resource_type, "u")
         resource = _require_resource(body, resource_type)
         body_id = resource.get("id")
         if body_id is not None:
@@ -305,6 +345,7 @@ class FhirStore:
         def work(conn: Connection) -> WriteResult:
             match = self._single_match(conn, resource_type, criteria, "Conditional update")
             if match is None:
+                policy.require(resource_type, "c", "the conditional update matches nothing and would create")
                 if body_id is not None:
                     current = ResourceRepository(conn).current(resource_type, body_id, for_update=True)
                     if current is not None and not current.deleted:
@@ -338,6 +379,7 @@ class FhirStore:
         check_type(resource_type)
         if id is not None:
             check_id(id)
+        policy.require(resource_type, "u")
         criteria = self._criteria(query, resource_type) if query is not None else None
 
         def work(conn: Connection) -> WriteResult:
@@ -353,6 +395,7 @@ class FhirStore:
                     raise error(404, "not-found", f"{resource_type}/{id} does not exist.")
                 if current.deleted:
                     raise error(410, "deleted", f"{resource_type}/{id} was deleted; it cannot be patched.")
+            policy.before_write(conn, [current])  # before the patch sees its content
             _check_if_match(current, if_match, resource_type, current.id)
             assert current.content is not None
             original = jsonio.loads(current.content)
@@ -371,6 +414,7 @@ class FhirStore:
         something deleted or absent changes nothing and answers 204."""
         check_type(resource_type)
         check_id(id)
+        policy.require(resource_type, "d")
 
         def work(conn: Connection) -> WriteResult:
             current = ResourceRepository(conn).current(resource_type, id, for_update=True)
@@ -387,6 +431,7 @@ class FhirStore:
         """https://hl7.org/fhir/R4/http.html#cdelete — one match is deleted, none is a
         no-op (204), several is a 412 (this server deletes one resource per request)."""
         check_type(resource_type)
+        policy.require(resource_type, "d")
         criteria = self._criteria(query, resource_type)
 
         def work(conn: Connection) -> WriteResult:
@@ -398,10 +443,16 @@ class FhirStore:
         return self._transaction(work)
 
 
+#: ``\u0000`` in a JSON string (an even run of backslashes before it is escaping itself)
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def body_or_error(raw: bytes) -> Any:
     """Parse a request body as FHIR JSON, or 400 naming the syntax problem."""
     if not raw.strip():
         raise error(400, "structure", "The request body is empty; send a FHIR resource as JSON.")
+    if b"u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise error(400, "value", "The body contains a NUL character (\\u0000) in a string; FHIR strings cannot be stored with it. Remove it.")
     try:
         return jsonio.loads(raw)
     except jsonio.JsonSyntaxError as exc:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Optional
 
 from service.search.paths import CompiledPath, compile_path
 from service.search.registry import SearchParam, SearchParamRegistry, registry
@@ -80,6 +80,8 @@ def _text(v: Any) -> str | None:
 
 def normalise(text: str) -> str:
     """Lower case without accents and with collapsed whitespace (string search)."""
+    if text.isascii():  # nothing to decompose: the same result without the per-character walk
+        return " ".join(text.lower().split())[:_LEN]
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(stripped.lower().split())[:_LEN]
@@ -148,10 +150,13 @@ def _epoch_us(dt: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@lru_cache(maxsize=16_384)
 def date_range(text: str) -> tuple[int, int] | None:
     """[lo, hi) in µs since the epoch for a FHIR date/dateTime/instant at its precision.
 
     A value without a zone is read as UTC. Returns None when ``text`` is not a date.
+    Memoised: a pure function of the text, and feeds repeat the same dates (a day's
+    results share their dates; ``issued`` and ``effective`` often agree).
     """
     m = _DATE_RE.match(text)
     if not m:
@@ -338,6 +343,9 @@ def compile_params(reg: SearchParamRegistry, resource_type: str) -> tuple[Compil
     return tuple(out)
 
 
+_Keys = Optional[tuple[tuple[str, bool], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class IndexPlan:
     """A type's parameters arranged for a fast walk: by the top-level key they start with.
@@ -347,33 +355,92 @@ class IndexPlan:
     """
 
     params: tuple[CompiledParam, ...]
-    #: first key → [(param index, path)]
-    by_key: dict[str, tuple[tuple[int, CompiledPath], ...]]
+    #: first key → [(param index, path, the path's member names when it has only member
+    #: steps — walked by :func:`_members` without the generic machinery — else None)]
+    by_key: dict[str, tuple[tuple[int, CompiledPath, tuple[str, ...] | None], ...]]
     #: parameters evaluated whatever the keys (root-level composites, deceased …)
     always: tuple[tuple[int, CompiledPath], ...]
+    #: composite param index → a number per component: components with the same type and
+    #: paths share it, so ``code`` of code-value-quantity and combo-code-value-quantity
+    #: is evaluated once per element
+    component_ids: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: composite param index → per component, (first key, True for a member step, False
+    #: for a choice) of each of its paths (None: a path starts at the element itself, so
+    #: the component cannot be ruled out by keys)
+    component_keys: dict[int, tuple[_Keys, _Keys]] = field(default_factory=dict)
+
+
+_PREFIXES: dict[str, str] = {}
 
 
 def _choice_prefix(key: str) -> str:
-    for i, ch in enumerate(key):
-        if ch.isupper():
-            return key[:i]
-    return key
+    """``valueQuantity`` → ``value`` (the part before the first capital); memoised."""
+    found = _PREFIXES.get(key)
+    if found is None:
+        found = key
+        for i, ch in enumerate(key):
+            if ch.isupper():
+                found = key[:i]
+                break
+        if len(_PREFIXES) < 10_000:
+            _PREFIXES[key] = found
+    return found
 
 
 def build_plan(params: tuple[CompiledParam, ...]) -> IndexPlan:
-    by_key: dict[str, list[tuple[int, CompiledPath]]] = {}
+    by_key: dict[str, list[tuple[int, CompiledPath, tuple[str, ...] | None]]] = {}
     always: list[tuple[int, CompiledPath]] = []
+    distinct: dict[tuple[str, tuple[CompiledPath, ...]], int] = {}
+    component_ids: dict[int, tuple[int, int]] = {}
+    # Equal paths of different parameters (``Observation.code`` of code and combo-code)
+    # become one object, so :func:`index_resource` evaluates each once per resource.
+    interned: dict[CompiledPath, CompiledPath] = {}
+    component_keys: dict[int, tuple[_Keys, _Keys]] = {}
     for i, param in enumerate(params):
         if param.type == "composite":
             always.extend((i, p) for p in param.paths)
+            (t1, p1), (t2, p2) = param.components
+            component_ids[i] = (distinct.setdefault((t1, p1), len(distinct)), distinct.setdefault((t2, p2), len(distinct)))
+            component_keys[i] = (_first_keys(p1), _first_keys(p2))
             continue
         for path in param.paths:
+            path = interned.setdefault(path, path)
             key = path.first_key
             if key is None:
                 always.append((i, path))
             else:
-                by_key.setdefault(key, []).append((i, path))
-    return IndexPlan(params, {k: tuple(v) for k, v in by_key.items()}, tuple(always))
+                members = tuple(step.name for step in path.steps) if all(step.kind == "member" for step in path.steps) else None
+                by_key.setdefault(key, []).append((i, path, members))
+    return IndexPlan(params, {k: tuple(v) for k, v in by_key.items()}, tuple(always), component_ids, component_keys)
+
+
+def _first_keys(paths: tuple[CompiledPath, ...]) -> _Keys:
+    keys = []
+    for p in paths:
+        if p.first_key is None:
+            return None
+        keys.append((p.first_key, p.steps[0].kind == "member"))
+    return tuple(keys)
+
+
+def _members(names: tuple[str, ...], resource: dict[str, Any]) -> list[Any]:
+    """:meth:`CompiledPath.values` for a path of member steps only (lists flattened)."""
+    current: list[Any] = [resource]
+    for name in names:
+        nxt: list[Any] = []
+        for node in current:
+            if isinstance(node, dict):
+                value = node.get(name)
+                if value is None:
+                    continue
+                if isinstance(value, list):
+                    nxt.extend([v for v in value if v is not None])
+                else:
+                    nxt.append(value)
+        if not nxt:
+            return nxt
+        current = nxt
+    return current
 
 
 @lru_cache(maxsize=None)
@@ -423,48 +490,124 @@ def _component_rows(ctype: str, values: list[Any]) -> list[dict[str, Any]]:
 
 
 def index_resource(resource_type: str, resource: dict[str, Any]) -> IndexRows:
-    """All index rows for ``resource`` (without res_key/resource_type: the writer adds them)."""
+    """All index rows for ``resource`` (without res_key/resource_type: the writer adds them).
+
+    Several parameters often read the same elements (code and combo-code, subject and
+    patient, value-quantity and combo-value-quantity, the composites' components): each
+    path is walked and each element converted once per call (the memos are keyed by the
+    identity of interned paths and of the resource's element objects, which stay alive for
+    the whole call).
+    """
     plan = plan_for(resource_type)
+    by_key = plan.by_key
     values_by_param: dict[int, list[Any]] = {}
+    path_values: dict[int, list[Any]] = {}
     seen_keys: set[str] = set()
     for key in resource:
         for k in (key, _choice_prefix(key)):
             if k in seen_keys:
                 continue
             seen_keys.add(k)
-            for i, path in plan.by_key.get(k, ()):
-                found = list(path.values(resource))
+            entries = by_key.get(k)
+            if entries is None:
+                continue
+            for i, path, members in entries:
+                found = path_values.get(id(path))
+                if found is None:
+                    found = path_values[id(path)] = _members(members, resource) if members is not None else list(path.values(resource))
                 if found:
-                    values_by_param.setdefault(i, []).extend(found)
+                    bucket = values_by_param.get(i)
+                    if bucket is None:
+                        values_by_param[i] = list(found)
+                    else:
+                        bucket.extend(found)
     rows = IndexRows()
+    memo: dict[Any, Any] = {}  # per-element component rows and key checks, shared by the composites
     for i, path in plan.always:
         param = plan.params[i]
         if param.type == "composite":
-            _composite_rows(param, path, resource, rows)
+            if path.steps and path.steps[0].kind == "member" and path.steps[0].name not in resource:
+                continue  # e.g. the component-* parameters of an Observation without components
+            _composite_rows(param, path, resource, rows, plan.component_ids[i], plan.component_keys[i], seen_keys, memo)
         else:
             found = list(path.values(resource))
             if found:
                 values_by_param.setdefault(i, []).extend(found)
+    converted: dict[tuple[str, int], Any] = {}
     for i, values in values_by_param.items():
-        _rows_for(plan.params[i], values, resource, rows)
+        _rows_for(plan.params[i], values, resource, rows, converted)
     return rows
 
 
-def _composite_rows(param: CompiledParam, root: CompiledPath, resource: dict[str, Any], rows: IndexRows) -> None:
+def _has_key(node: dict[str, Any], key: str, seen: dict[Any, Any], present: set[str] | None = None) -> bool:
+    """``key`` or a key starting with it (a choice element) is in ``node`` (memoised in ``seen``).
+
+    ``present`` (for the resource itself) holds its keys and their choice prefixes, which
+    settles every key without a capital letter at once."""
+    if key in node or (present is not None and key in present):
+        return True
+    if present is not None and key.islower():
+        return False  # a key starting with it would have it as its choice prefix
+    found = seen.get((id(node), key))
+    if found is None:
+        found = seen[(id(node), key)] = any(n.startswith(key) for n in node)
+    return found
+
+
+def _components_possible(node: dict[str, Any], keys: tuple[_Keys, _Keys], memo: dict[Any, Any], present: set[str] | None) -> bool:
+    """Whether ``node`` has, for each component, a key one of its paths starts with."""
+    for wanted in keys:
+        if wanted is None:
+            continue
+        for key, member in wanted:
+            if key in node or (not member and _has_key(node, key, memo, present)):
+                break
+        else:
+            return False
+    return True
+
+
+def _composite_rows(
+    param: CompiledParam,
+    root: CompiledPath,
+    resource: dict[str, Any],
+    rows: IndexRows,
+    ids: tuple[int, int],
+    keys: tuple[tuple[str, ...] | None, tuple[str, ...] | None],
+    present: set[str],
+    memo: dict[Any, Any],
+) -> None:
+    """Rows for one composite: pairs of component values from the same element.
+
+    ``keys`` are the first keys of each component's paths (see :class:`IndexPlan`): an
+    element without any of them cannot produce a pair. ``present`` describes the
+    resource's own keys (:func:`_has_key`). ``memo`` holds what was already worked out
+    for an element in this resource: its component rows (keyed by the element's identity
+    and the component's number in the plan) and its key checks; the element dicts stay
+    alive for the whole :func:`index_resource` call, so the identities are stable.
+    """
     (t1, p1), (t2, p2) = param.components
+    if root.steps:
+        first = root.steps[0]
+        if first.kind == "member" and first.name not in resource:
+            return
+        if first.kind == "choice" and not _has_key(resource, first.name, memo, present):
+            return
     nodes = list(root.values(resource)) if root.steps else [resource]
     for node in nodes:
         if not isinstance(node, dict):
             continue
-        for sub in (p1, p2):
-            keys = [p.first_key for p in sub]
-            if None not in keys and not any(k in node or any(n.startswith(k) for n in node) for k in keys):
-                break
-        else:
-            firsts = _component_rows(t1, _relative_values(p1, node))
+        if _components_possible(node, keys, memo, present if node is resource else None):
+            key1 = (id(node), ids[0])
+            firsts = memo.get(key1)
+            if firsts is None:
+                firsts = memo[key1] = _component_rows(t1, _relative_values(p1, node))
             if not firsts:
                 continue
-            seconds = _component_rows(t2, _relative_values(p2, node))
+            key2 = (id(node), ids[1])
+            seconds = memo.get(key2)
+            if seconds is None:
+                seconds = memo[key2] = _component_rows(t2, _relative_values(p2, node))
             for a in firsts:
                 for b in seconds:
                     rows.composite.append(
@@ -484,20 +627,34 @@ def _composite_rows(param: CompiledParam, root: CompiledPath, resource: dict[str
                     )
 
 
-def _rows_for(param: CompiledParam, values: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
+def _converted(kind: str, value: Any, convert: Any, memo: dict[tuple[str, int], Any]) -> Any:
+    """``convert(value)`` once per element and kind within one :func:`index_resource` call."""
+    key = (kind, id(value))
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = convert(value)
+    return found
+
+
+def _token_parts(value: Any) -> tuple[list[tuple[str | None, str | None]], list[str]]:
+    return list(token_values(value)), [normalise(t) for t in token_texts(value)]
+
+
+def _rows_for(param: CompiledParam, values: list[Any], resource: dict[str, Any], rows: IndexRows, memo: dict[tuple[str, int], Any]) -> None:
     code = param.code
     ptype = param.type
     if ptype == "token":
         seen: set[tuple[str | None, str | None]] = set()
         texts: set[str] = set()
         for v in values:
-            for system, token in token_values(v):
-                if (system, token) not in seen:
-                    seen.add((system, token))
-                    rows.token.append({"param": code, "system": system, "value": token})
-            for t in token_texts(v):
-                texts.add(normalise(t))
-        rows.token_text.extend({"param": code, "text": t} for t in sorted(texts) if t)
+            pairs, normalised = _converted("token", v, _token_parts, memo)
+            for pair in pairs:
+                if pair not in seen:
+                    seen.add(pair)
+                    rows.token.append({"param": code, "system": pair[0], "value": pair[1]})
+            texts.update(normalised)
+        if texts:
+            rows.token_text.extend({"param": code, "text": t} for t in sorted(texts) if t)
     elif ptype == "string":
         seen_s: set[str] = set()
         for v in values:
@@ -506,18 +663,21 @@ def _rows_for(param: CompiledParam, values: list[Any], resource: dict[str, Any],
                     seen_s.add(s)
                     rows.string.append({"param": code, "norm": normalise(s), "value": s[:_LEN]})
     elif ptype == "date":
-        for lo, hi in sorted({r for v in values for r in date_values(v)}):
+        found: set[tuple[int, int]] = set()
+        for v in values:
+            found.update(_converted("date", v, lambda x: list(date_values(x)), memo))
+        for lo, hi in sorted(found):
             rows.date.append({"param": code, "lo": lo, "hi": hi})
     elif ptype == "number":
         for n in sorted({n for v in values for n in number_values(v)}):
             rows.number.append({"param": code, "value": n})
     elif ptype == "quantity":
         for v in values:
-            rows.quantity.extend({"param": code, **q} for q in quantity_values(v))
+            rows.quantity.extend({"param": code, **q} for q in _converted("quantity", v, lambda x: list(quantity_values(x)), memo))
     elif ptype == "reference":
         seen_r: set[tuple[Any, ...]] = set()
         for v in values:
-            for r in reference_values(v, resource):
+            for r in _converted("reference", v, lambda x: list(reference_values(x, resource)), memo):
                 key = tuple(r.values())
                 if key not in seen_r:
                     seen_r.add(key)

@@ -3,7 +3,8 @@
 https://hl7.org/fhir/R4/http.html#ccreate. Conditional create, update, patch and delete
 run the same SQL as search (:mod:`service.search.sql`), inside the caller's write
 transaction. Matching is strict: a parameter the server cannot apply is a 400, because
-ignoring it could update or delete the wrong resource.
+ignoring it could update or delete the wrong resource. A caller bound to studies matches
+only resources of its studies (:mod:`service.auth.studies`): others are absent for it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, false, select
 
+from service.auth import policy
 from service.db.engine import lock_criteria
 from service.db.schema import resource
 from service.fhir.outcome import FhirError, error
@@ -36,9 +38,10 @@ def find_matches(conn: Connection, resource_type: str, query: str, *, limit: int
         raise FhirError(400, strict_issues(compiled.unknown))
     if lock:
         lock_criteria(conn, resource_type, pairs)
+    visible = policy.search_condition(conn, resource_type)  # a study-bound caller matches only what it may see
     stmt = (
         select(resource.c.res_key)
-        .where(resource.c.resource_type == resource_type, resource.c.deleted == false(), *compiled.conditions)
+        .where(resource.c.resource_type == resource_type, resource.c.deleted == false(), *compiled.conditions, *([visible] if visible is not None else []))
         .order_by(resource.c.res_key)
         .limit(limit)
     )

@@ -10,6 +10,11 @@ Builds the searchset Bundle from index hits and the stored bytes:
 - ``_count``, ``_total`` (none | estimate | accurate; always when ``_count=0``),
   ``_summary`` (true | text | data | count | false), ``_elements``;
 - ``_include`` / ``_revinclude`` with ``:iterate`` and ``*``.
+
+Authorization (:mod:`service.auth.policy`): the caller needs the ``s`` scope letter on the
+type; a caller bound to studies finds only what its studies may see (the condition is part
+of the SQL, so totals and paging agree), and included resources are left out unless the
+caller may read their type and see them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, false, func, or_, select, tuple_
 
+from service.auth import audit, policy
 from service.db.engine import active_engine, read_transaction
 from service.db.schema import idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_token, idx_uri, resource
 from service.fhir import jsonio
@@ -300,6 +306,7 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
     active_engine.set(engine)
     params = req.params
     rtype = req.resource_type
+    policy.require(rtype, "s")
     compiled = QueryCompiler(req.base_url).compile(rtype, params)
     if compiled.unknown and req.strict:
         raise FhirError(400, strict_issues(compiled.unknown))
@@ -325,6 +332,9 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
     from contextlib import nullcontext
 
     with (nullcontext(conn) if conn is not None else read_transaction(engine)) as conn:
+        visible = policy.search_condition(conn, rtype)
+        if visible is not None:
+            where.append(visible)
         page_keys: list[int] = []
         next_cursor: str | None = None
         if count:
@@ -333,7 +343,14 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
             for i, (expr, desc) in enumerate(sort_keys):
                 inner_cols.append(case((expr.is_(None), 1), else_=0).label(f"f{i}"))
                 inner_cols.append(expr.label(f"v{i}"))
-            inner = select(*inner_cols).where(*where).subquery()
+            page_where = where
+            if cursor_text and not sort_keys:
+                # default order: the keyset bound also goes inside the driving lookup
+                after_key = _decode_cursor(cursor_text, 0)[0]
+                if isinstance(after_key, int):
+                    n = len(compiled.conditions)
+                    page_where = [*where[:2], *compiled.after(after_key), *where[2 + n :]]
+            inner = select(*inner_cols).where(*page_where).subquery()
             for i, (_, desc) in enumerate(sort_keys):
                 flag_cols.append((inner.c[f"f{i}"], inner.c[f"v{i}"], desc))
             stmt = select(inner)
@@ -361,7 +378,10 @@ def run_search(engine: Engine, req: SearchRequest, conn: Connection | None = Non
         matched = ResourceRepository(conn).current_by_keys(page_keys)
         if collect is not None:
             collect.extend(matched)
-        included = _includes(conn, matched, params) if matched else []
+        included = policy.readable(conn, _includes(conn, matched, params)) if matched else []
+    audit.note_search(rtype, params)
+    audit.note_read(matched)
+    audit.note_read(included)
 
     path = rtype if req.compartment is None else f"{req.compartment[0]}/{req.compartment[1]}/{rtype}"
     ignored = {name for issue in compiled.unknown for name in issue.expression}

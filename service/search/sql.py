@@ -121,6 +121,13 @@ class _Probe:
     negate: bool
     rank: int
 
+    def member(self, *extra: ColumnElement[bool]) -> ColumnElement[bool]:
+        """``resource.res_key [NOT] IN (…)`` with ``extra`` conditions on the index rows."""
+        t = self.table
+        keys = select(t.c.res_key).where(t.c.resource_type == self.param.resource_type, t.c.param == self.param.code, self.condition, *extra)
+        found = resource.c.res_key.in_(keys)
+        return not_(found) if self.negate else found
+
     def exists(self) -> ColumnElement[bool]:
         """The same lookup as a correlated ``[NOT] EXISTS`` through the table's res_key index."""
         t = self.table
@@ -140,6 +147,19 @@ class Compiled:
 
     conditions: tuple[ColumnElement[bool], ...]
     unknown: tuple[Issue, ...]
+    #: the clause that drives the query (an ``IN`` lookup) and its place in ``conditions``
+    driver: _Probe | None = None
+    driver_at: int = -1
+
+    def after(self, key: int) -> tuple[ColumnElement[bool], ...]:
+        """The conditions for the rows after ``res_key`` ``key`` (a keyset page in the
+        default order), the bound repeated inside the driving lookup: PostgreSQL then
+        starts the index scan at the bound instead of skipping every earlier match (a
+        100th page took 130 ms instead of 1 ms at 1M Observations)."""
+        conditions = list(self.conditions)
+        if self.driver is not None and not self.driver.negate:
+            conditions[self.driver_at] = self.driver.member(self.driver.table.c.res_key > key)
+        return (*conditions, resource.c.res_key > key)
 
 
 class QueryCompiler:
@@ -165,9 +185,10 @@ class QueryCompiler:
                 conditions.append(self.clause(resource_type, raw_name, split_values(raw_value), depth=0))
             except Unsupported as exc:
                 unknown.append(Issue("not-supported", exc.message, severity="warning", expression=(raw_name,)))
-        return Compiled(self._drive(conditions), tuple(unknown))
+        driven, at = self._drive(conditions)
+        return Compiled(driven, tuple(unknown), self._probes[id(conditions[at])] if at >= 0 else None, at)
 
-    def _drive(self, conditions: list[ColumnElement[bool]]) -> tuple[ColumnElement[bool], ...]:
+    def _drive(self, conditions: list[ColumnElement[bool]]) -> tuple[tuple[ColumnElement[bool], ...], int]:
         """Let the most selective index clause drive the query and probe the others.
 
         As ``res_key IN (subquery)`` every clause is materialised in full before the
@@ -183,14 +204,17 @@ class QueryCompiler:
         """
         probes = [c for c in conditions if id(c) in self._probes]
         if not probes:
-            return tuple(conditions)
+            return tuple(conditions), -1
         others_drive = any(self._direct.get(id(c), False) for c in conditions)
         driver = None if others_drive else min(probes, key=lambda c: self._probes[id(c)].rank)
         out = []
-        for c in conditions:
+        at = -1
+        for i, c in enumerate(conditions):
             probe = self._probes.get(id(c))
+            if c is driver:
+                at = i
             out.append(c if probe is None or c is driver else probe.exists())
-        return tuple(out)
+        return tuple(out), at
 
     def clause(self, resource_type: str, raw_name: str, values: tuple[str, ...], *, depth: int) -> ColumnElement[bool]:
         """A condition on ``resource`` (of ``resource_type``) for one ``name=values`` clause."""

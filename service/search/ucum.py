@@ -9,25 +9,18 @@ conversion between them, so they are not canonicalised (they match by code only)
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 _ARBITRARY = ("[IU]", "[iU]", "[arb'U]", "[USP'U]", "[GPL'U]", "[MPL'U]", "[APL'U]", "[beth'U]", "[anti'Xa'U]", "[todd'U]")
 
-_lock = threading.Lock()
-_registry = None
 
 
 def _ureg():  # type: ignore[no-untyped-def]
-    global _registry
-    if _registry is None:
-        with _lock:
-            if _registry is None:
-                from ucumvert import PintUcumRegistry
+    """The process's one ucumvert registry (shared with the endpoint derivation)."""
+    from service.endpoints.units import ucum_registry
 
-                _registry = PintUcumRegistry()
-    return _registry
+    return ucum_registry()
 
 
 def warm_up() -> None:

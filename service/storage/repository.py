@@ -8,13 +8,16 @@ Content is opaque bytes here: validation, ids and meta are the service's busines
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
 
 from service.db.engine import TransactionConflict
 from service.db.schema import INDEX_TABLES, resource, resource_version
+from service.storage.bulk import INDEX, BulkWriter, StaleRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +73,6 @@ class PendingWrite:
 
 
 #: Built once: the hot paths should not rebuild their statements on every request.
-_INSERT_RESOURCE_RETURNING = insert(resource).returning(resource.c.res_key, sort_by_parameter_order=True)
-_INSERT_VERSION = insert(resource_version)
-_INSERT_INDEX = {t.name: insert(t) for t in INDEX_TABLES}
-_UPDATE_CURRENT = (
-    update(resource)
-    .where(resource.c.res_key == bindparam("k"), resource.c.version_id == bindparam("expected"))
-    .values(version_id=bindparam("v"), last_updated_us=bindparam("lu"), deleted=bindparam("del"), content=bindparam("c"))
-)
 _CURRENT_BY_ID = select(*_CURRENT_COLS).where(resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid"))
 _CURRENT_BY_ID_LOCKED = _CURRENT_BY_ID.with_for_update()
 
@@ -205,79 +200,65 @@ class ResourceRepository:
                 self.conn.execute(insert(by_name[name]), rows)
 
     def write_many(self, writes: list[PendingWrite]) -> list[StoredVersion]:
-        """Write many versions with one statement per table (a transaction's fast path).
+        """Write many versions with one statement per table — every write's path.
 
-        New resources are inserted with executemany + RETURNING; existing ones are
-        updated under their expected version (a concurrent change raises
-        :class:`StaleVersionError`, retried by the transaction runner); every version
-        goes to the history and every index row to its table in one executemany each.
+        New resources are inserted and get their keys; existing ones are updated under
+        their expected version (a concurrent change raises :class:`StaleVersionError`,
+        retried by the transaction runner); every version goes to the history, the old
+        index rows of updated/deleted resources go and the new index rows are inserted.
+        The rows go straight to the driver (:mod:`service.storage.bulk`).
         """
         if not writes:
             return []
-        keys: list[int | None] = [w.previous.res_key if w.previous else None for w in writes]
-        fresh = [i for i, w in enumerate(writes) if w.previous is None]
-        if fresh:
-            result = self.conn.execute(
-                _INSERT_RESOURCE_RETURNING,
-                [
-                    {
-                        "resource_type": writes[i].resource_type,
-                        "id": writes[i].id,
-                        "version_id": writes[i].version_id,
-                        "last_updated_us": writes[i].last_updated_us,
-                        "deleted": writes[i].content is None,
-                        "content": writes[i].content,
-                    }
-                    for i in fresh
-                ],
-            )
-            for i, row in zip(fresh, result.all()):
-                keys[i] = row[0]
-        for i, w in enumerate(writes):
-            if w.previous is None:
-                continue
-            res = self.conn.execute(
-                _UPDATE_CURRENT,
-                {"k": w.previous.res_key, "expected": w.previous.version_id, "v": w.version_id, "lu": w.last_updated_us, "del": w.content is None, "c": w.content},
-            )
-            if res.rowcount != 1:
-                raise StaleVersionError(w.resource_type, w.id)
-        self.conn.execute(
-            _INSERT_VERSION,
-            [
-                {
-                    "res_key": keys[i],
-                    "resource_type": w.resource_type,
-                    "id": w.id,
-                    "version_id": w.version_id,
-                    "last_updated_us": w.last_updated_us,
-                    "method": w.method,
-                    "deleted": w.content is None,
-                    "content": w.content,
-                }
-                for i, w in enumerate(writes)
-            ],
+        with self.writing() as write:
+            return write(writes)
+
+    @contextmanager
+    def writing(self) -> Iterator[Callable[[list[PendingWrite]], list[StoredVersion]]]:
+        """:meth:`write_many` in slices: ``write(slice)`` for each. A transaction Bundle
+        hands over its writes a slice at a time, so their index rows need not all exist at
+        once; a concurrent change raises :class:`StaleVersionError`."""
+        writer = BulkWriter(self.conn)
+        yield lambda writes: self._write(writer, writes)
+
+    @staticmethod
+    def _write(writer: BulkWriter, writes: list[PendingWrite]) -> list[StoredVersion]:
+        try:
+            return ResourceRepository._write_rows(writer, writes)
+        except StaleRow as stale:
+            raise StaleVersionError(stale.resource_type, stale.id) from None
+
+    @staticmethod
+    def _write_rows(writer: BulkWriter, writes: list[PendingWrite]) -> list[StoredVersion]:
+        if not writes:
+            return []
+        fresh = [w for w in writes if w.previous is None]
+        updated = [w for w in writes if w.previous is not None]
+        new_keys = iter(
+            writer.insert_new([(w.resource_type, w.id, w.version_id, w.last_updated_us, w.content is None, w.content) for w in fresh])
         )
-        stale = [keys[i] for i, w in enumerate(writes) if w.previous is not None]
-        if stale:
-            for table in INDEX_TABLES:
-                self.conn.execute(delete(table).where(table.c.res_key.in_(stale)))
-        by_table: dict[str, list[dict]] = {}
-        for i, w in enumerate(writes):
-            if not w.index:
-                continue
-            for name, rows in w.index.items():
-                if rows:
-                    bucket = by_table.setdefault(name, [])
-                    for row in rows:
-                        row["res_key"] = keys[i]
-                        row["resource_type"] = w.resource_type
-                    bucket.extend(rows)
-        for name, rows in by_table.items():
-            self.conn.execute(_INSERT_INDEX[name], rows)
+        writer.update_current(
+            [
+                (w.version_id, w.last_updated_us, w.content is None, w.content, w.previous.res_key, w.previous.version_id)  # type: ignore[union-attr]
+                for w in updated
+            ],
+            [(w.resource_type, w.id) for w in updated],
+        )
+        keys = [next(new_keys) if w.previous is None else w.previous.res_key for w in writes]  # type: ignore[union-attr]
+        versions = [
+            (key, w.resource_type, w.id, w.version_id, w.last_updated_us, w.method, w.content is None, w.content)
+            for key, w in zip(keys, writes)
+        ]
+        index: dict[str, list[tuple]] = {}
+        for key, w in zip(keys, writes):
+            if w.index:
+                for name, rows in w.index.items():
+                    if rows:
+                        _index_tuples(name, key, w.resource_type, rows, index.setdefault(name, []))
+        writer.insert_rest(versions, [w.previous.res_key for w in updated], index)  # type: ignore[union-attr]
         return [
-            StoredVersion(keys[i], w.resource_type, w.id, w.version_id, w.last_updated_us, w.content is None, w.content, w.method)  # type: ignore[arg-type]
-            for i, w in enumerate(writes)
+            StoredVersion(key, w.resource_type, w.id, w.version_id, w.last_updated_us, w.content is None, w.content, w.method)
+            for key, w in zip(keys, writes)
         ]
 
     def amend(self, stored: StoredVersion, write: PendingWrite) -> StoredVersion:
@@ -328,6 +309,23 @@ class ResourceRepository:
         if since_us is not None:
             stmt = stmt.where(resource_version.c.last_updated_us >= since_us)
         return stmt
+
+
+def _index_tuples(table: str, res_key: int, resource_type: str, rows: list[dict], out: list[tuple]) -> None:
+    """Append ``rows`` (dicts from the indexer) to ``out`` as tuples in the table's column order."""
+    head = (res_key, resource_type)
+    getter = _ROW_GETTERS[table]
+    try:
+        out.extend([head + getter(row) for row in rows])
+    except KeyError:  # a row that leaves optional columns out
+        columns = INDEX[table].columns[2:]
+        out.extend([head + tuple(row.get(c) for c in columns) for row in rows])
+
+
+#: Per index table: the columns after res_key and resource_type, read from an index row
+#: dict as a tuple (every index table has at least two of them, so itemgetter gives a tuple).
+_ROW_GETTERS = {name: itemgetter(*spec.columns[2:]) for name, spec in INDEX.items()}
+assert all(len(spec.columns) >= 4 for spec in INDEX.values())
 
 
 class StaleVersionError(TransactionConflict):

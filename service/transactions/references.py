@@ -13,12 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+#: (object, key, value before the rewrite) for every change :func:`rewrite_references` made
+Journal = list[tuple[dict[str, Any], str, Any]]
 
-def rewrite_references(node: Any, resolve: Callable[[str], str | None], mapping: dict[str, str] | None = None) -> Any:
+
+def rewrite_references(
+    node: Any, resolve: Callable[[str], str | None], mapping: dict[str, str] | None = None, journal: Journal | None = None
+) -> Any:
     """Rewrite every ``reference`` string in ``node`` in place with ``resolve`` (None = keep).
 
     With ``mapping`` (fullUrl → Type/id), uri/url elements equal to a fullUrl and links to
-    one in narrative ``div`` are rewritten too, as the transaction rules require."""
+    one in narrative ``div`` are rewritten too, as the transaction rules require. Every
+    change is appended to ``journal`` (when given) so :func:`undo` can put it back: a
+    transaction that is re-run after a conflict starts again from the client's resources
+    without copying them all up front."""
     stack: list[Any] = [node]
     while stack:
         current = stack.pop()
@@ -27,21 +35,36 @@ def rewrite_references(node: Any, resolve: Callable[[str], str | None], mapping:
             if isinstance(ref, str):
                 new = resolve(ref)
                 if new is not None:
+                    if journal is not None:
+                        journal.append((current, "reference", ref))
                     current["reference"] = new
             for key, value in current.items():
                 if isinstance(value, (dict, list)):
                     stack.append(value)
                 elif mapping and isinstance(value, str) and key != "reference":
                     if value in mapping:
-                        current[key] = mapping[value]
+                        replaced = mapping[value]
                     elif key == "div" and ("urn:" in value or "://" in value):
+                        replaced = value
                         for old, new in mapping.items():
-                            if old in value:
-                                value = value.replace(f'"{old}"', f'"{new}"')
-                        current[key] = value
+                            if old in replaced:
+                                replaced = replaced.replace(f'"{old}"', f'"{new}"')
+                    else:
+                        continue
+                    if replaced != value:
+                        if journal is not None:
+                            journal.append((current, key, value))
+                        current[key] = replaced
         elif isinstance(current, list):
             stack.extend(v for v in current if isinstance(v, (dict, list)))
     return node
+
+
+def undo(journal: Journal) -> None:
+    """Put back, newest first, every value recorded in ``journal``; leaves it empty."""
+    while journal:
+        obj, key, value = journal.pop()
+        obj[key] = value
 
 
 def is_local_placeholder(ref: str) -> bool:

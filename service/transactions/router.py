@@ -14,6 +14,7 @@ from service.fhir import jsonio
 from service.fhir.http import FhirResponse, Prefer, check_content_type, negotiate
 from service.rest.router import read_body
 from service.rest.service import body_or_error
+from service.transactions.gcpause import gc_paused
 
 router = APIRouter(tags=["FHIR REST"])
 
@@ -21,12 +22,17 @@ router = APIRouter(tags=["FHIR REST"])
 async def _process(request: Request, ctx: RequestContext) -> Response:
     negotiate(request.headers.get("accept"), request.query_params.get("_format"))
     check_content_type(request.headers.get("content-type"))
-    body = body_or_error(await read_body(request))
+    raw = await read_body(request)
     prefer = Prefer.parse(request.headers.get("prefer"))
     processor = request.app.state.bundles
-    doc = await to_thread.run_sync(lambda: processor.process(body, ctx.base_url, return_pref=prefer.return_))
     pretty = request.query_params.get("_pretty", "").lower() == "true"
-    return FhirResponse(jsonio.dumps(doc, pretty=pretty))
+    with gc_paused():  # parse, process and answer without collector passes (see gcpause.py)
+        body = body_or_error(raw)
+        doc = await to_thread.run_sync(lambda: processor.process(body, ctx.base_url, return_pref=prefer.return_))
+        out = jsonio.dumps(doc, pretty=pretty)
+        # Freed before the collector resumes, so its first pass does not walk them.
+        del body, doc
+    return FhirResponse(out)
 
 
 @router.post("/fhir", summary="Transaction or batch")

@@ -14,29 +14,34 @@ independently and the batch-response carries each one's status or OperationOutco
 from __future__ import annotations
 
 import base64
-import copy
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import Connection, Engine, false, select, tuple_
 
-from service.db.engine import lock_criteria, run_in_transaction
+from service.db.engine import lock_criteria_many, run_in_transaction
 from service.db.schema import resource as resource_table
 from service.fhir import jsonio
 from service.fhir.bundles import bundle
-from service.fhir.http import etag, instant
+from service.fhir.http import etag
 from service.fhir.outcome import FhirError, Issue, error, operation_outcome
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.fhir.validation import is_valid_id, validation_issues
 from service.rest.patch import apply_patch
-from service.rest.service import _check_if_match, now_us, pending_write, same_content
+from service.rest.service import _check_if_match, instant_text, now_us, pending_write, same_content
 from service.search.matching import find_matches
 from service.storage.repository import ResourceRepository, StoredVersion
-from service.transactions.references import is_conditional_reference, is_local_placeholder, rewrite_references
+from service.transactions.gcpause import gc_paused
+from service.transactions.lookup import match_many
+from service.transactions.references import Journal, is_conditional_reference, is_local_placeholder, rewrite_references, undo
+from service.auth import bundles as authz
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+#: Writes handed to the repository at a time (one statement or COPY per table each).
+FLUSH_SLICE = 1000
 
 
 @dataclass
@@ -67,6 +72,16 @@ class Entry:
     def label(self) -> str:
         return f"Bundle.entry[{self.index}]"
 
+    def fresh(self) -> "Entry":
+        """The entry as parsed, for one attempt: what processing fills in starts empty.
+
+        The resource is shared, not copied: the attempt's reference rewrites are
+        journaled and undone before a re-run (see :meth:`BundleProcessor._attempt`)."""
+        return Entry(
+            self.index, self.method, self.resource_type, self.id, self.version, self.query, self.resource,
+            self.raw_resource, self.full_url, self.if_none_exist, self.if_match, self.if_none_match,
+        )
+
 
 def _fail(entry: Entry, status: int, code: str, text: str) -> FhirError:
     return FhirError(status, [Issue(code, f"{entry.label} ({entry.method} {entry.resource_type}): {text}", expression=(entry.label,))])
@@ -79,31 +94,29 @@ def _with_entry(entry: Entry, exc: FhirError) -> FhirError:
 
 def parse_entry(index: int, raw: Any, base_url: str) -> Entry:
     """Read one entry's request (method, url, conditional headers) and resource."""
-    probe = Entry(index, "?", "?")
     if not isinstance(raw, dict):
-        raise _fail(probe, 400, "structure", "an entry must be a JSON object.")
+        raise _fail(Entry(index, "?", "?"), 400, "structure", "an entry must be a JSON object.")
     request = raw.get("request")
     if not isinstance(request, dict) or not isinstance(request.get("method"), str) or not isinstance(request.get("url"), str):
-        raise _fail(probe, 400, "required", "every entry needs request.method and request.url.")
+        raise _fail(Entry(index, "?", "?"), 400, "required", "every entry needs request.method and request.url.")
     method = request["method"].upper()
     if method not in _ORDER:
-        raise _fail(probe, 400, "value", f"request.method {request['method']} is not one of GET, HEAD, POST, PUT, PATCH, DELETE.")
+        raise _fail(Entry(index, "?", "?"), 400, "value", f"request.method {request['method']} is not one of GET, HEAD, POST, PUT, PATCH, DELETE.")
     url = request["url"].strip()
     if base_url and url.startswith(base_url + "/"):
         url = url[len(base_url) + 1 :]
     elif "://" in url.split("?", 1)[0]:
-        raise _fail(probe, 400, "not-supported", f"request.url {url} is not on this server ({base_url}).")
+        raise _fail(Entry(index, "?", "?"), 400, "not-supported", f"request.url {url} is not on this server ({base_url}).")
     url = url.lstrip("/")
     path, _, query = url.partition("?")
     parts = [p for p in path.split("/") if p]
     if not parts:
-        raise _fail(probe, 400, "not-supported", "request.url names no resource type; system-level requests are not allowed inside a Bundle.")
+        raise _fail(Entry(index, "?", "?"), 400, "not-supported", "request.url names no resource type; system-level requests are not allowed inside a Bundle.")
     rtype = parts[0]
-    probe = Entry(index, method, rtype)
     if rtype not in RESOURCE_TYPES:
-        raise _fail(probe, 404, "not-supported", f"'{rtype}' is not an R4 resource type.")
+        raise _fail(Entry(index, method, rtype), 404, "not-supported", f"'{rtype}' is not an R4 resource type.")
     if any(p.startswith("$") for p in parts):
-        raise _fail(probe, 400, "not-supported", f"operations ({url}) are not supported inside a Bundle.")
+        raise _fail(Entry(index, method, rtype), 400, "not-supported", f"operations ({url}) are not supported inside a Bundle.")
     entry = Entry(index, method, rtype, full_url=raw.get("fullUrl"))
     entry.if_none_exist = request.get("ifNoneExist")
     entry.if_match = request.get("ifMatch")
@@ -181,13 +194,31 @@ class BundleProcessor:
             raise error(400, "structure", "Bundle.entry must be an array.")
         if len(raw_entries) > self.max_entries:
             raise error(413, "too-costly", f"The Bundle has {len(raw_entries)} entries; this server accepts at most {self.max_entries} per request (TRIALFHIR_MAX_BUNDLE_ENTRIES). Split it.")
-        if btype == "batch":
-            return self._batch(raw_entries, base_url, return_pref)
+        with gc_paused():  # see gcpause.py
+            if btype == "batch":
+                return self._batch(raw_entries, base_url, return_pref)
+            return self._transaction_bundle(raw_entries, base_url, return_pref)
+
+    def _transaction_bundle(self, raw_entries: list[Any], base_url: str, return_pref: str) -> dict[str, Any]:
         entries = [parse_entry(i, e, base_url) for i, e in enumerate(raw_entries)]
+        authz.authorize_entries(entries)  # one forbidden entry: 403, nothing written
         self._validate(entries)
-        # each attempt works on fresh copies: a retry must not see the failed attempt's rewrites
-        done = run_in_transaction(self.engine, lambda conn: self._transaction(conn, copy.deepcopy(entries), base_url), max_retries=self.max_retries)
+        done = run_in_transaction(self.engine, self._attempt(entries, base_url), max_retries=self.max_retries)
         return self._response("transaction-response", done, base_url, return_pref)
+
+    def _attempt(self, entries: list[Entry], base_url: str) -> Callable[[Connection], list[Entry]]:
+        """The unit of work :func:`run_in_transaction` may run more than once.
+
+        Each attempt starts from the entries as parsed: fresh :class:`Entry` copies, and
+        the reference rewrites of a failed attempt undone (a re-run must not see them).
+        """
+        journal: Journal = []
+
+        def attempt(conn: Connection) -> list[Entry]:
+            undo(journal)
+            return self._transaction(conn, [e.fresh() for e in entries], base_url, journal)
+
+        return attempt
 
     # --- validation (before any database work) ------------------------------------------
 
@@ -206,7 +237,7 @@ class BundleProcessor:
 
     # --- transaction -------------------------------------------------------------------------
 
-    def _transaction(self, conn: Connection, entries: list[Entry], base_url: str) -> list[Entry]:
+    def _transaction(self, conn: Connection, entries: list[Entry], base_url: str, journal: Journal | None = None) -> list[Entry]:
         repo = ResourceRepository(conn)
         ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
         mapping: dict[str, str] = {}
@@ -224,8 +255,7 @@ class BundleProcessor:
             for text in (e.query if e.method in ("PUT", "PATCH", "DELETE") else None, e.if_none_exist if e.method == "POST" else None):
                 if text:
                     criteria.extend((e.resource_type, k, v) for k, v in parse_qsl(_criteria(text, e.resource_type), keep_blank_values=True))
-        for rtype, name, value in sorted(set(criteria)):
-            lock_criteria(conn, rtype, [(name, value)])
+        lock_criteria_many(conn, criteria)
         # 1. deletes
         deletes = [e for e in ordered if e.method == "DELETE"]
         for e in deletes:
@@ -254,6 +284,8 @@ class BundleProcessor:
         # 2. creates and 3. updates: resolve ids (conditional matches) before rewriting references
         writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
         known = repo.current_many([(e.resource_type, e.id) for e in writes if e.id is not None], for_update=True)
+        # conditional creates in the common token form, matched all at once (lookup.py)
+        matched = match_many(conn, [(e.resource_type, _criteria(e.if_none_exist, e.resource_type)) for e in writes if e.method == "POST" and e.if_none_exist])
         same_create: dict[tuple[str, str], Entry] = {}
         for e in writes:
             if e.method == "POST" and e.if_none_exist:
@@ -267,7 +299,7 @@ class BundleProcessor:
                     continue
                 same_create[key] = e
             try:
-                self._resolve_target(conn, repo, e, base_url, known)
+                self._resolve_target(conn, repo, e, base_url, known, matched)
             except FhirError as exc:
                 raise _with_entry(e, exc) from None
             if e.full_url and e.target_id:
@@ -306,7 +338,7 @@ class BundleProcessor:
 
         for e in writes:
             if e.resource is not None and not e.skip_write:
-                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e), mapping)
+                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e), mapping, journal)
         for e in writes:
             # an update that changes nothing makes no new version (idempotent resends)
             if e.method == "PUT" and not e.skip_write and e.index not in deferred and e.previous is not None and same_content(e.previous, e.resource or {}):
@@ -319,28 +351,44 @@ class BundleProcessor:
         # only now that those rows exist; the few entries concerned are amended in place.
         for e in writes:
             if e.index in deferred and e.resource is not None and e.result is not None:
-                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e, final=True))
+                rewrite_references(e.resource, lambda ref, e=e: resolve(ref, e, final=True), None, journal)
                 amended = pending_write(e.resource_type, e.target_id or "", e.resource, e.method, e.previous, at_us=e.result.last_updated_us)
                 e.result = repo.amend(e.result, amended)
 
         for e in writes:
             if "same_as" in e.extra:
                 e.result = e.extra.pop("same_as").result
+        authz.after_writes(conn, ordered)  # studies of what was written, and its AuditEvent
         # 4. reads
         for e in ordered:
             if e.method in ("GET", "HEAD"):
                 self._read(conn, repo, e, base_url)
         return entries
 
-    def _resolve_target(self, conn: Connection, repo: ResourceRepository, e: Entry, base_url: str, known: dict[tuple[str, str], StoredVersion]) -> None:
-        """Decide the id each write lands on, and whether it writes at all."""
+    def _resolve_target(
+        self,
+        conn: Connection,
+        repo: ResourceRepository,
+        e: Entry,
+        base_url: str,
+        known: dict[tuple[str, str], StoredVersion],
+        matched: dict[tuple[str, str], list[StoredVersion]],
+    ) -> None:
+        """Decide the id each write lands on, and whether it writes at all (``matched``:
+        conditional creates already matched by :func:`service.transactions.lookup.match_many`)."""
         if e.method == "POST":
             if e.if_none_exist:
-                keys = find_matches(conn, e.resource_type, _criteria(e.if_none_exist, e.resource_type), base_url=base_url, lock=True)
-                if len(keys) > 1:
+                criteria = _criteria(e.if_none_exist, e.resource_type)
+                found = matched.get((e.resource_type, criteria))
+                several = found is not None and len(found) > 1
+                if found is None:
+                    keys = find_matches(conn, e.resource_type, criteria, base_url=base_url, lock=True)
+                    several = len(keys) > 1
+                    found = repo.current_by_keys(keys[:1]) if keys and not several else []
+                if several:
                     raise error(412, "multiple-matches", f"ifNoneExist '{e.if_none_exist}' matches more than one resource.")
-                if keys:
-                    e.result = repo.current_by_keys(keys)[0]
+                if found:
+                    e.result = found[0]
                     e.target_id, e.skip_write, e.status = e.result.id, True, "200 OK"
                     return
             e.target_id = str(uuid.uuid4())
@@ -386,12 +434,18 @@ class BundleProcessor:
     def _flush(conn: Connection, entries: list[Entry], at_us: int, method: str | None) -> None:
         if not entries:
             return
-        pending = [
-            pending_write(e.resource_type, e.target_id or "", None if e.method == "DELETE" else e.resource, method or e.method, e.previous, at_us=at_us)
-            for e in entries
-        ]
-        for e, stored in zip(entries, ResourceRepository(conn).write_many(pending)):
-            e.result = stored
+        authz.before_flush(conn, entries)
+        # In slices: a slice's index rows (as dicts and as row tuples) are garbage once
+        # written, so a 10,000-entry Bundle never holds all of them at once.
+        with ResourceRepository(conn).writing() as write:
+            for start in range(0, len(entries), FLUSH_SLICE):
+                part = entries[start : start + FLUSH_SLICE]
+                pending = [
+                    pending_write(e.resource_type, e.target_id or "", None if e.method == "DELETE" else e.resource, method or e.method, e.previous, at_us=at_us)
+                    for e in part
+                ]
+                for e, stored in zip(part, write(pending)):
+                    e.result = stored
 
     def _read(self, conn: Connection, repo: ResourceRepository, e: Entry, base_url: str) -> None:
         if e.id is None:
@@ -404,6 +458,7 @@ class BundleProcessor:
         found = repo.version(e.resource_type, e.id, int(e.version)) if (e.version and e.version.isdigit()) else (None if e.version else repo.current(e.resource_type, e.id))
         if found is None:
             raise _fail(e, 404, "not-found", f"{e.resource_type}/{e.id} does not exist.")
+        authz.check_read(conn, found)
         if found.deleted:
             raise _fail(e, 410, "deleted", f"{e.resource_type}/{e.id} was deleted.")
         if e.if_none_match is not None and e.if_none_match.strip() in (etag(found.version_id), f'"{found.version_id}"'):
@@ -419,9 +474,11 @@ class BundleProcessor:
         for i, raw in enumerate(raw_entries):
             try:
                 entry = parse_entry(i, raw, base_url)
+                authz.authorize_entries([entry])
                 self._validate([entry])
-                run_in_transaction(self.engine, lambda conn, entry=entry: self._transaction(conn, [entry], base_url), max_retries=self.max_retries)
+                (entry,) = run_in_transaction(self.engine, self._attempt([entry], base_url), max_retries=self.max_retries)
             except FhirError as exc:
+                authz.entry_failed(i, exc.status, "; ".join(x.diagnostics for x in exc.issues))
                 failed = Entry(i, "?", "?")
                 failed.status = f"{exc.status} {_REASONS.get(exc.status, 'Error')}"
                 failed.extra["outcome"] = operation_outcome(exc.issues)
@@ -447,7 +504,7 @@ class BundleProcessor:
                 if e.method in ("POST", "PUT", "PATCH", "DELETE") and not v.deleted:
                     response["location"] = f"{v.resource_type}/{v.id}/_history/{v.version_id}"
                 response["etag"] = etag(v.version_id)
-                response["lastModified"] = instant(v.last_updated_us)
+                response["lastModified"] = instant_text(v.last_updated_us)
                 if e.extra.get("unchanged"):
                     response["outcome"] = operation_outcome(
                         [Issue("informational", "Unchanged: the resource already had this content; no new version.", "information")]
