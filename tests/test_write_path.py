@@ -214,6 +214,30 @@ def test_match_many_finds_what_find_matches_finds(engine: Any) -> None:
             assert all(v.resource_type == rtype and not v.deleted for v in found[(rtype, query)])
 
 
+def test_match_many_sees_only_what_a_study_bound_caller_sees(engine: Any) -> None:
+    from service.auth.access import Access, acting_as
+
+    create_many(
+        engine,
+        [
+            {"resourceType": "ResearchStudy", "id": "s-in", "status": "active"},
+            {"resourceType": "Patient", "identifier": [{"system": SYS, "value": "twin"}]},
+            {"resourceType": "Patient", "identifier": [{"system": SYS, "value": "twin"}]},
+        ],
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(select(resource.c.resource_type, resource.c.id).order_by(resource.c.res_key)).all()
+    study_id, inside = rows[0][1], rows[1][1]
+    create_many(engine, [{"resourceType": "ResearchSubject", "status": "on-study", "study": {"reference": f"ResearchStudy/{study_id}"}, "individual": {"reference": f"Patient/{inside}"}}])
+    criteria = [("Patient", f"identifier={SYS}|twin")]
+    with engine.begin() as conn:
+        assert len(match_many(conn, criteria)[criteria[0]]) == 2 == len(find_matches(conn, "Patient", criteria[0][1], limit=2))
+        with acting_as(Access(client_id="bound", scopes=None, studies=frozenset({study_id}))):
+            found = match_many(conn, criteria)[criteria[0]]
+            assert [v.res_key for v in found] == find_matches(conn, "Patient", criteria[0][1], limit=2)
+            assert [v.id for v in found] == [inside]
+
+
 @pytest.mark.parametrize(
     "query",
     ["name=one", "identifier:not=x", "identifier=a&gender=male", "_id=x", "subject:Patient.name=x", "identifier=sys|", "unknown=1", ""],

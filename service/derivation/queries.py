@@ -216,7 +216,8 @@ def by_identifier_prefix(conn: Connection, resource_type: str, system: str, pref
     keys = select(t.res_key).where(
         t.resource_type == resource_type, t.param == "identifier", t.system == system, t.value.like(pattern, escape="\\")
     )
-    return _rows(conn, _current(resource_type).where(resource.c.res_key.in_(keys)))
+    rows = stream(conn, _current(resource_type).where(resource.c.res_key.in_(keys)))
+    return (Row(id_, version, lu, bytes(content)) for id_, version, lu, content in rows if content is not None)
 
 
 __all__ = [

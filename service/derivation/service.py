@@ -198,19 +198,32 @@ class DerivationService:
     def _current(self, wanted: dict[str, list[str]]) -> dict[str, queries.Row]:
         found: dict[str, queries.Row] = {}
         with read_transaction(self.engine) as conn:
-            for rtype, ids in wanted.items():
-                for row in queries.by_ids(conn, rtype, ids):
-                    found[f"{rtype}/{row.id}"] = row
+            self._read_ids(conn, wanted, found)
         return found
 
-    def _stored_outputs(self, study: StudyContext) -> dict[str, queries.Row]:
-        """The current derived Observations and MeasureReports of ``study`` (by identifier)."""
-        found: dict[str, queries.Row] = {}
+    @staticmethod
+    def _read_ids(conn: Any, wanted: dict[str, list[str]], found: dict[str, queries.Row]) -> None:
+        for rtype, ids in wanted.items():
+            for row in queries.by_ids(conn, rtype, ids):
+                found[f"{rtype}/{row.id}"] = row
+
+    def _stored(self, items: list[dict[str, Any]], study: Optional[StudyContext]) -> tuple[dict[str, queries.Row], dict[str, queries.Row]]:
+        """(the current version of every item that exists, the stored outputs of ``study``):
+        the study's derived Observations and MeasureReports found by identifier, then the
+        other items by id, in one read transaction."""
+        outputs: dict[str, queries.Row] = {}
         with read_transaction(self.engine) as conn:
-            for rtype in OUTPUT_TYPES:
-                for row in queries.by_identifier_prefix(conn, rtype, DERIVED_IDENTIFIER_SYSTEM, output_prefix(study)):
-                    found[f"{rtype}/{row.id}"] = row
-        return found
+            if study is not None:
+                for rtype in OUTPUT_TYPES:
+                    for row in queries.by_identifier_prefix(conn, rtype, DERIVED_IDENTIFIER_SYSTEM, output_prefix(study)):
+                        outputs[f"{rtype}/{row.id}"] = row
+            current = dict(outputs)
+            missing: dict[str, list[str]] = defaultdict(list)
+            for r in items:
+                if f"{r['resourceType']}/{r['id']}" not in current:
+                    missing[r["resourceType"]].append(r["id"])
+            self._read_ids(conn, missing, current)
+        return current, outputs
 
     def _delete(self, keys: list[str]) -> None:
         """FHIR ``DELETE`` of ``Type/id`` keys through the one write path, in transactions."""
@@ -226,13 +239,7 @@ class DerivationService:
         that ``items`` no longer contain are deleted (:mod:`.storing`); without it, only
         ``items`` are looked at."""
         t0 = time.perf_counter()
-        stored_outputs = self._stored_outputs(study) if study is not None else {}
-        current = dict(stored_outputs)
-        missing: dict[str, list[str]] = defaultdict(list)
-        for r in items:
-            if f"{r['resourceType']}/{r['id']}" not in current:
-                missing[r["resourceType"]].append(r["id"])
-        current.update(self._current(missing))
+        current, stored_outputs = self._stored(items, study)
         out = Stored()
         changed: list[dict[str, Any]] = []
         for r in items:

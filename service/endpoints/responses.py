@@ -10,7 +10,6 @@ decision as ``Fraction`` arithmetic, at ~1/10 of its cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from enum import Enum, IntEnum
 

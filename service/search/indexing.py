@@ -540,10 +540,13 @@ def index_resource(resource_type: str, resource: dict[str, Any]) -> IndexRows:
 
 
 def _has_key(node: dict[str, Any], key: str, seen: dict[Any, Any], present: set[str] | None = None) -> bool:
-    """``key`` or a key starting with it (a choice element) is in ``node`` (memoised in ``seen``).
+    """Whether a choice step on ``key`` may find something in ``node``: ``key`` itself or a
+    key starting with it (``value`` → ``valueQuantity``) is there. Memoised in ``seen``.
 
     ``present`` (for the resource itself) holds its keys and their choice prefixes, which
-    settles every key without a capital letter at once."""
+    settles every key without a capital letter at once (``valueQuantity`` has the prefix
+    ``value``; a key like ``values`` has not, but a choice step on ``value`` would not
+    read it either). A gate only: the component's paths decide what is indexed."""
     if key in node or (present is not None and key in present):
         return True
     if present is not None and key.islower():
@@ -573,7 +576,7 @@ def _composite_rows(
     resource: dict[str, Any],
     rows: IndexRows,
     ids: tuple[int, int],
-    keys: tuple[tuple[str, ...] | None, tuple[str, ...] | None],
+    keys: tuple[_Keys, _Keys],
     present: set[str],
     memo: dict[Any, Any],
 ) -> None:

@@ -1,6 +1,7 @@
 """The resource repository: every SQL statement that reads or writes resource versions.
 
-This is the only module that knows the storage tables. It works on an open
+This module (with :mod:`service.storage.bulk`, which moves its rows straight to the
+driver) is the only one that knows the storage tables. It works on an open
 ``Connection`` inside a transaction the caller owns (see :mod:`service.db.engine`), so
 a conditional interaction, its search and its write commit or roll back together.
 Content is opaque bytes here: validation, ids and meta are the service's business.
